@@ -1,0 +1,1 @@
+"""Persistence: records, the Repository interface, SQL and in-memory implementations, migrations."""

@@ -1,0 +1,1 @@
+"""Alembic migration scripts of the cleftscore database; run them with ``db.migrate.upgrade``."""
