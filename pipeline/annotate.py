@@ -42,3 +42,29 @@ def draw_landmarks_and_regions(
     for x, y in np.round(landmarks).astype(int):
         cv2.circle(canvas, (int(x), int(y)), radius, LANDMARK_COLOUR, thickness=-1, lineType=cv2.LINE_AA)
     return canvas
+
+
+def heatmap_on_photo(
+    photo: np.ndarray,
+    heatmap: np.ndarray,
+    mask: np.ndarray,
+    transform: AlignmentTransform,
+    *,
+    alpha: float = 0.6,
+    vmax: float | None = None,
+) -> np.ndarray:
+    """The aligned-frame ``heatmap`` ([S, S]) drawn back onto the original ``photo``
+    ([H, W, 3] uint8) inside the region ``mask`` ([S, S] bool), with the region's
+    outline. ``vmax`` fixes the colour scale (default: the map's own, inside the mask)."""
+    from pipeline.render import display_vmax, overlay_heatmap
+
+    if vmax is None:
+        vmax = display_vmax(heatmap, mask)
+    warped = np.maximum(transform.warp_to_original(heatmap.astype(np.float32), photo.shape[:2]), 0.0)
+    warped_mask = transform.warp_to_original(mask.astype(np.float32), photo.shape[:2]) >= 0.5
+    canvas = overlay_heatmap(photo, warped, alpha, warped_mask, vmax=vmax)
+    thickness = max(1, int(round(2.0 / transform.scale * transform.output_size / 512)))
+    for contour in mask_outline(mask):
+        points = np.round(transform.to_original(contour.astype(np.float64))).astype(np.int32)
+        cv2.polylines(canvas, [points], isClosed=True, color=(255, 255, 255), thickness=thickness, lineType=cv2.LINE_AA)
+    return canvas

@@ -23,9 +23,11 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from service import cli_pipeline
+    from service import cli_models, cli_pipeline, cli_score
 
     cli_pipeline.register(app)
+    cli_score.register(app)
+    cli_models.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

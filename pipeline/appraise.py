@@ -1,0 +1,211 @@
+"""The whole method on one photo: preprocess → invert → adapt → heatmaps and scores.
+
+The same function serves the CLI, the service's workers and the evaluation tools.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.adaptation import AdaptationSettings, adapt
+from pipeline.bundle import ModelBundle, ModelIdentity
+from pipeline.heatmaps import ErosionOrder
+from pipeline.inversion import InversionSettings, WStats, compute_w_stats, invert
+from pipeline.preprocess import PreprocessResult, PreprocessSettings, preprocess
+from pipeline.progress import Progress
+from pipeline.scoring import VariantScore, score_all_variants
+
+#: The score shown first: PSE, YCbCr + erosion, mouth/nose, with adaptation (paper Table 1's best cell).
+PRIMARY_VARIANT = {"method": "pse", "processing": "ycbcr+erosion", "region": "mouth_nose", "adaptation": True}
+
+
+@dataclass(frozen=True)
+class AppraisalSettings:
+    """Everything that shapes a result besides the photo and the models.
+
+    ``preprocess.output_size`` is replaced by the generator's resolution.
+    ``lpips_heatmaps``: also compute the LPIPS variants (slow on CPU at 1024²).
+    """
+
+    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
+    inversion: InversionSettings = field(default_factory=InversionSettings)
+    adaptation: AdaptationSettings = field(default_factory=AdaptationSettings)
+    erosion_orders: tuple[ErosionOrder, ...] = (ErosionOrder.DIFF_THEN_ERODE,)
+    lpips_heatmaps: bool = True
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON record of the settings, stored with every appraisal."""
+        inv, ada = self.inversion, self.adaptation
+        return {
+            "inversion": {k: getattr(inv, k) for k in inv.__dataclass_fields__},
+            "adaptation": {k: getattr(ada, k) for k in ada.__dataclass_fields__},
+            "erosion_orders": [o.value for o in self.erosion_orders],
+            "lpips_heatmaps": self.lpips_heatmaps,
+            "pose_limits": {"max_yaw": self.preprocess.pose_limits.max_yaw, "max_pitch": self.preprocess.pose_limits.max_pitch},
+            "detector": self.preprocess.detection.detector.value,
+            "device": self.device, "dtype": str(self.dtype).replace("torch.", ""),
+        }
+
+
+@dataclass(frozen=True)
+class AppraisalScore:
+    """One variant's score, with or without model adaptation."""
+
+    variant: VariantScore
+    adaptation: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.variant.to_dict(), "adaptation": self.adaptation}
+
+
+@dataclass(frozen=True)
+class AppraisalResult:
+    """The typed result of :func:`appraise`.
+
+    Images are ``[S, S, 3]`` uint8 RGB in the aligned frame: ``aligned`` (the photo),
+    ``inverted`` (normalised without adaptation), ``normalized`` (with adaptation).
+    ``heatmaps`` maps ``"with_adaptation/<key>"`` and ``"without_adaptation/<key>"``
+    to ``[S, S]`` float maps. ``timings`` are seconds per stage.
+    """
+
+    preprocessing: PreprocessResult
+    inverted: np.ndarray
+    normalized: np.ndarray
+    scores: tuple[AppraisalScore, ...]
+    heatmaps: dict[str, np.ndarray]
+    model: ModelIdentity
+    settings: AppraisalSettings
+    timings: dict[str, float]
+    inversion_losses: tuple[float, ...]
+    adaptation_losses: tuple[float, ...]
+
+    @property
+    def aligned(self) -> np.ndarray:
+        return self.preprocessing.aligned
+
+    @property
+    def primary_score(self) -> float:
+        return self.score(**PRIMARY_VARIANT)
+
+    @property
+    def primary_heatmap(self) -> np.ndarray:
+        return self.heatmaps["with_adaptation/pse/ycbcr+erosion/" + self.settings.erosion_orders[0].value]
+
+    def score(self, method: str, processing: str, region: str, adaptation: bool, erosion_order: str | None = None) -> float:
+        for item in self.scores:
+            data = item.to_dict()
+            if (data["method"], data["processing"], data["region"], item.adaptation) == (method, processing, region, adaptation):
+                if erosion_order is None or data["erosion_order"] in (None, erosion_order):
+                    return float(data["score"])
+        raise KeyError(f"no score for {method}/{processing}/{region} adaptation={adaptation}")
+
+
+def image_to_tensor(image: np.ndarray, device: str | torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``[S, S, 3]`` uint8 → ``[1, 3, S, S]`` in [-1, 1]."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    return (tensor.to(device=device, dtype=dtype) / 127.5 - 1.0)
+
+
+def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
+    """``[1, 3, S, S]`` on the generator's scale (≈[-1, 1]) → ``[S, S, 3]`` uint8, as the reference saves images."""
+    if tensor.ndim != 4 or tensor.shape[0] != 1 or tensor.shape[1] != 3:
+        raise ValueError(f"expected [1, 3, S, S], got {tuple(tensor.shape)}")
+    pixels = (tensor.detach().float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return pixels[0].permute(1, 2, 0).cpu().numpy()
+
+
+class WStatsCache:
+    """w statistics per bundle identity (10 000 mapping passes; computed once per process)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int, int, str], WStats] = {}
+
+    def get(self, bundle: ModelBundle, settings: InversionSettings, device: str) -> WStats:
+        key = (bundle.identity.identity, settings.w_avg_samples, settings.w_stats_seed, device)
+        if key not in self._cache:
+            self._cache[key] = compute_w_stats(bundle.generator, settings.w_avg_samples, settings.w_stats_seed, device=device)
+        return self._cache[key]
+
+
+def appraise(
+    photo_rgb: np.ndarray,
+    bundle: ModelBundle,
+    settings: AppraisalSettings = AppraisalSettings(),
+    progress: Callable[[Progress], None] | None = None,
+    *,
+    w_stats_cache: WStatsCache | None = None,
+) -> AppraisalResult:
+    """Appraise one photo (``[H, W, 3]`` uint8 RGB) with the given models.
+
+    Raises the typed errors of :mod:`pipeline.errors` for photos the method cannot
+    apply to (no face, not frontal, too small, unreadable landmarks).
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    generator = bundle.generator
+    pre_settings = replace(settings.preprocess, output_size=int(generator.img_resolution))
+    pre = preprocess(photo_rgb, bundle.face_models, pre_settings)
+    timings["preprocess"] = time.perf_counter() - started
+
+    device = settings.device
+    target = image_to_tensor(pre.aligned, device, settings.dtype)
+    mark = time.perf_counter()
+    w_stats = (w_stats_cache or WStatsCache()).get(bundle, settings.inversion, device)
+    timings["w_stats"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    rng = torch.Generator(device="cpu").manual_seed(settings.inversion.seed)
+    inversion = invert(generator, target, bundle.lpips, settings.inversion, w_stats=w_stats, generator=rng,
+                       device=device, dtype=settings.dtype, progress=progress)
+    timings["inversion"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    adaptation = adapt(generator, target, inversion.w, inversion.noise, bundle.lpips, settings.adaptation,
+                       device=device, dtype=settings.dtype, progress=progress)
+    timings["adaptation"] = time.perf_counter() - mark
+
+    inverted = tensor_to_image(inversion.image)
+    normalized = tensor_to_image(adaptation.image)
+    mark = time.perf_counter()
+    lpips_model = bundle.lpips_spatial if settings.lpips_heatmaps else None
+    scores: list[AppraisalScore] = []
+    heatmaps: dict[str, np.ndarray] = {}
+    for label, counterpart, adapted in (("without_adaptation", inverted, False), ("with_adaptation", normalized, True)):
+        variants, maps = score_all_variants(pre.aligned, counterpart, pre.masks, lpips_model=lpips_model,
+                                            erosion_orders=settings.erosion_orders, device=device)
+        scores.extend(AppraisalScore(v, adapted) for v in variants)
+        heatmaps.update({f"{label}/{key}": value for key, value in maps.items()})
+    timings["scoring"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+    return AppraisalResult(
+        preprocessing=pre, inverted=inverted, normalized=normalized, scores=tuple(scores), heatmaps=heatmaps,
+        model=bundle.identity, settings=settings, timings={k: round(v, 3) for k, v in timings.items()},
+        inversion_losses=tuple(step.total for step in inversion.losses),
+        adaptation_losses=tuple(step.total for step in adaptation.losses) + (adaptation.final_loss.total,),
+    )
+
+
+def scores_record(result: AppraisalResult) -> dict[str, Any]:
+    """The JSON record written as scores.json and stored with the appraisal."""
+    return {
+        "primary": {**PRIMARY_VARIANT, "erosion_order": result.settings.erosion_orders[0].value, "score": result.primary_score},
+        "scores": [item.to_dict() for item in result.scores],
+        "model": result.model.to_dict(),
+        "non_clinical": result.model.non_clinical,
+        "label": result.model.label,
+        "settings": result.settings.to_dict(),
+        "timings_s": result.timings,
+        "pose": result.preprocessing.pose.to_dict(),
+        "faces_found": result.preprocessing.faces_found,
+        "detector_score": result.preprocessing.detector_score,
+        "final_losses": {"inversion": result.inversion_losses[-1] if result.inversion_losses else None,
+                         "adaptation": result.adaptation_losses[-1] if result.adaptation_losses else None},
+    }
