@@ -72,11 +72,19 @@ def randomize_(generator: Generator, seed: int, w_avg_samples: int = 2048) -> No
 
 
 def mean_w(generator: Generator, num_samples: int, rng: torch.Generator) -> torch.Tensor:
-    """Mean mapping output ``[w_dim]`` over ``num_samples`` z ~ N(0, I) drawn from ``rng``."""
+    """Mean mapping output ``[w_dim]`` over ``num_samples`` z ~ N(0, I) drawn from ``rng``.
+
+    Computed in float64 on a copy and rounded to float32, so that the result does not
+    depend on how a multi-threaded float32 matrix product splits its sums (the demo
+    bundle's identity hash must be the same on every run).
+    """
+    import copy
+
     device = generator.mapping.w_avg.device
-    z = torch.randn([num_samples, generator.z_dim], generator=rng).to(device)
+    z = torch.randn([num_samples, generator.z_dim], generator=rng, dtype=torch.float64).to(device)
+    mapping = copy.deepcopy(generator.mapping).double()
     with torch.no_grad():
-        return generator.mapping(z)[:, 0].mean(dim=0)
+        return mapping(z)[:, 0].mean(dim=0).float()
 
 
 def _names(keys: list[str]) -> str:
