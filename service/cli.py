@@ -12,6 +12,7 @@ import sys
 import typer
 
 from pipeline.errors import PipelineError
+from service.config import ConfigError
 
 app = typer.Typer(
     name="cleftscore",
@@ -23,11 +24,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from service import cli_models, cli_pipeline, cli_score
+    from service import cli_eval, cli_models, cli_pipeline, cli_records, cli_score, cli_service
 
     cli_pipeline.register(app)
     cli_score.register(app)
     cli_models.register(app)
+    cli_service.register(app)
+    cli_records.register(app)
+    cli_eval.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     _register()
     try:
         app(args=argv, standalone_mode=False, prog_name="cleftscore")
-    except PipelineError as error:
-        print(f"cleftscore: {error}", file=sys.stderr)
-        return 2
-    except UsageFailure as error:
+    except (PipelineError, UsageFailure, ConfigError) as error:
         print(f"cleftscore: {error}", file=sys.stderr)
         return 2
     except SystemExit as exit_:
