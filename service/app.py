@@ -126,6 +126,7 @@ def start_service(config: ServiceConfig) -> Service:
         ae_title=config.ae_title, port=config.port, bind_address=config.bind_address,
         allowed_calling_ae_titles=frozenset(config.allowed_aes) or None,
         allowed_peer_networks=tuple(config.allowed_addresses) or None, tls=tls, own_uid_root=config.uid_root,
+        local_timezone=config.local_timezone(),
     )
     listener = build_listener(listener_config, incoming, make_photo_recorder(repository))
     stop = threading.Event()
@@ -136,7 +137,7 @@ def start_service(config: ServiceConfig) -> Service:
         worker = AppraisalWorker(
             worker_id=f"{host}:{os.getpid()}:worker{index}", repository=repository, bundle=bundle,
             settings=appraisal_settings(config, device), result_store=results, destinations=destinations,
-            uid_root=config.uid_root, make_pdf=functools.partial(make_report_pdf, repository),
+            uid_root=config.uid_root, make_pdf=functools.partial(make_report_pdf, repository, local_timezone=config.local_timezone()),
             lease_s=config.job_lease_s, clock=utc_now,
         )
         threads.append(threading.Thread(target=worker.run, args=(stop,), name=f"worker{index}", daemon=True))

@@ -127,12 +127,16 @@ def calibrate_command(
     from service.calibration import fit_calibration, read_ratings
     from service.records import scores_for_rows, save_fit
 
-    rows = read_ratings(ratings)
+    from service.cli import UsageFailure
+
     repository = _repository()
     try:
+        rows = read_ratings(ratings)
         scored = scores_for_rows(repository, rows, ratings.parent, bundle=bundle, demo=demo)
         fit = fit_calibration([s.score for s in scored], [s.rating for s in scored])
         record = save_fit(repository, fit, scored, ratings)
+    except (ValueError, OSError) as error:
+        raise UsageFailure(f"Cannot calibrate: {error}") from error
     finally:
         repository.close()
     typer.echo(f"rating ≈ {fit.intercept:.3f} (±{fit.intercept_se:.3f}) + {fit.slope:.3f} (±{fit.slope_se:.3f}) · S; "

@@ -9,6 +9,7 @@ the environment as an argument.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PREFIX = "CLEFTSCORE_"
 _AE = re.compile(r"^[ -~]{1,16}$")
@@ -64,7 +66,14 @@ class ServiceConfig:
     job_max_attempts: int = 3
     job_lease_s: float = 3600.0
     log_level: str = "INFO"
+    #: IANA zone for DICOM dates and times that carry no offset ("" = this machine's zone).
+    timezone: str = ""
     demo: bool = field(default=False)
+
+    def local_timezone(self) -> dt.tzinfo:
+        if self.timezone:
+            return ZoneInfo(self.timezone)
+        return dt.datetime.now().astimezone().tzinfo
 
     @property
     def store_dir(self) -> Path:
@@ -211,6 +220,11 @@ def validate(config: ServiceConfig) -> None:
         fail("tls_certificate", "TLS needs both CLEFTSCORE_TLS_CERTIFICATE and CLEFTSCORE_TLS_PRIVATE_KEY")
     if config.tls_client_ca is not None and config.tls_certificate is None:
         fail("tls_client_ca", "client certificates need server TLS (certificate and key) too")
+    if config.timezone:
+        try:
+            ZoneInfo(config.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            fail("timezone", f"{config.timezone!r} is not an IANA time zone name (e.g. Europe/Berlin)")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         fail("log_level", f"{config.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
     if config.send_backoff_initial_s <= 0 or config.send_backoff_max_s < config.send_backoff_initial_s:

@@ -8,6 +8,7 @@ the repository.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 
 import numpy as np
@@ -79,9 +80,10 @@ def report_calibration(record: CalibrationRecord | None, model_identity: str) ->
     )
 
 
-def make_report_pdf(repository: Repository, request: ReportRequest) -> bytes:
-    """The PDF for one job: a full report for a success, an explanation for a failure."""
-    context = extract_context(request.source)
+def make_report_pdf(repository: Repository, request: ReportRequest, local_timezone: dt.tzinfo | None = None) -> bytes:
+    """The PDF for one job: a full report for a success, an explanation for a failure.
+    ``local_timezone`` applies to DICOM dates and times that carry no offset."""
+    context = extract_context(request.source, local_timezone=local_timezone)
     patient_id = context.patient.patient_id or UNIDENTIFIED_PATIENT_ID
     issuer = (context.patient.issuer_of_patient_id or "") if context.patient.patient_id else UNIDENTIFIED_ISSUER
     patient = ReportPatient(patient_id=patient_id, issuer=issuer, name=context.patient.name or "",
