@@ -22,9 +22,17 @@ from pipeline.errors import UnreadableImageError
 
 
 class PhotoDecodeError(UnreadableImageError):
-    """The DICOM object has missing, corrupt or unsupported pixel data."""
+    """The DICOM object has missing, corrupt or unsupported pixel data.
+
+    The message is one sentence for the clinician; ``detail`` keeps the decoder's
+    own words for the logs.
+    """
 
     code = "unreadable_dicom_pixels"
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 # ---------------------------------------------------------------------------- pixels
@@ -54,28 +62,30 @@ def decode_rgb(source: Dataset | Path | str) -> np.ndarray:
         source = _read_whole(source)
         header = source
     if "PixelData" not in header and not isinstance(source, (str, Path)):
-        raise PhotoDecodeError("the DICOM object has no Pixel Data (7FE0,0010)")
+        raise PhotoDecodeError("The photo has no Pixel Data (7FE0,0010).")
     interpretation = str(header.get("PhotometricInterpretation", "")).strip()
     samples = int(header.get("SamplesPerPixel", 0) or 0)
     rows = int(header.get("Rows", 0) or 0)
     columns = int(header.get("Columns", 0) or 0)
     if rows < 1 or columns < 1:
-        raise PhotoDecodeError(f"the image has no usable size (Rows={rows}, Columns={columns})")
+        raise PhotoDecodeError(f"The photo's image has no usable size (Rows={rows}, Columns={columns}).")
 
     try:
         frame = pixel_array(source, index=0)
     except Exception as exc:  # decoders raise many types; all mean "cannot decode"
         raise PhotoDecodeError(
-            f"pixel data could not be decoded ({type(exc).__name__}: {exc})"
+            "The photo's pixel data could not be decoded; the file may be damaged or use an "
+            "unsupported compression.",
+            detail=f"{type(exc).__name__}: {exc}",
         ) from exc
 
     try:
         rgb = _to_rgb(frame, header, interpretation, samples)
     except (ValueError, TypeError) as exc:
-        raise PhotoDecodeError(f"pixel data could not be converted to RGB: {exc}") from exc
+        raise PhotoDecodeError(f"The photo's colour format is not supported ({exc}).", detail=str(exc)) from exc
     if rgb.shape != (rows, columns, 3):
         raise PhotoDecodeError(
-            f"decoded frame has shape {rgb.shape}, expected {(rows, columns, 3)}"
+            f"The photo's decoded image has shape {rgb.shape} instead of {(rows, columns, 3)}."
         )
     return np.ascontiguousarray(rgb)
 
@@ -87,7 +97,7 @@ def _read_header(source: Dataset | Path | str) -> Dataset:
         try:
             return dcmread(source, stop_before_pixels=True)
         except Exception as exc:
-            raise PhotoDecodeError(f"{str(source)!r} is not a readable DICOM file: {exc}") from exc
+            raise PhotoDecodeError("The stored photo is not a readable DICOM file.", detail=f"{source}: {exc}") from exc
     raise TypeError(f"source must be a pydicom Dataset or a path, got {type(source).__name__}")
 
 
@@ -101,7 +111,7 @@ def _read_whole(path: Path | str) -> Dataset:
     try:
         return dcmread(path)
     except Exception as exc:
-        raise PhotoDecodeError(f"{str(path)!r} is not a readable DICOM file: {exc}") from exc
+        raise PhotoDecodeError("The stored photo is not a readable DICOM file.", detail=f"{path}: {exc}") from exc
 
 
 def _to_rgb(frame: np.ndarray, header: Dataset, interpretation: str, samples: int) -> np.ndarray:

@@ -14,8 +14,6 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from db.migrate import upgrade
-from db.rules import RetryPolicy
 from db.sql import SqlRepository
 from dicom.listener import DicomListener, build_listener
 from dicom.network import ListenerConfig, TLSServerSettings
@@ -26,6 +24,7 @@ from pipeline.bundle import ModelBundle, load_bundle
 from pipeline.errors import ModelError
 from pipeline.inversion import InversionSettings
 from service.config import ServiceConfig
+from service.database import open_repository
 from service.delivery import ResultSender
 from service.intake import make_photo_recorder
 from service.model_store import DEMO_BUNDLE, bundle_path, make_demo_bundle
@@ -36,19 +35,6 @@ LOG = logging.getLogger("cleftscore.app")
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def open_repository(config: ServiceConfig) -> SqlRepository:
-    """Migrate the database to the current schema and open it."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    url = config.effective_database_url
-    upgrade(url)
-    return SqlRepository.from_url(
-        url,
-        job_retry=RetryPolicy(max_attempts=config.job_max_attempts, base_delay_s=10.0, max_delay_s=600.0),
-        transfer_retry=RetryPolicy(max_attempts=config.send_max_attempts, base_delay_s=config.send_backoff_initial_s,
-                                   max_delay_s=config.send_backoff_max_s),
-    )
 
 
 def load_service_bundle(config: ServiceConfig, device: str) -> ModelBundle:

@@ -22,10 +22,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _repository():
-    from service.app import open_repository
+    from service.database import open_repository
     from service.config import load_config
 
-    return open_repository(load_config(os.environ))
+    return open_repository(load_config(os.environ), migrate=False)
 
 
 def patients_command(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:

@@ -58,10 +58,10 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show job and transfer queues and the most recent failures."""
-    from service.app import open_repository
+    from service.database import open_repository
 
     config = _config()
-    repository = open_repository(config)
+    repository = open_repository(config, migrate=False)
     try:
         counts = repository.queue_counts()
         failures = repository.recent_failures(limit)

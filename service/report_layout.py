@@ -92,6 +92,9 @@ RETAKE = ("Retake a frontal photo: face towards the camera, head level (not turn
           "and relaxed, the whole face visible and large in the frame, even light without strong shadows. "
           "Then send it again.")
 ADVICE = {"unreadable_image": "Send the photo again as a standard JPEG, PNG or DICOM image; if it was, retake it.",
+          "unreadable_dicom_pixels": "Send the photo again from the original (the copy received was damaged or "
+                                     "uses an unsupported compression); retake it only if the original is damaged too.",
+          "intake": "Send the photo again with the patient's details (Patient ID) filled in; it need not be retaken.",
           "model_error": "This is a fault of the scoring service, not of the photo: contact the service "
                          "administrator. The photo need not be retaken."}
 PAGE = {"pagesize": A4, "leftMargin": 15 * mm, "rightMargin": 15 * mm, "topMargin": 22 * mm, "bottomMargin": 18 * mm}

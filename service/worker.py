@@ -121,10 +121,12 @@ class AppraisalWorker:
         try:
             source = pydicom.dcmread(photo.file_path)
         except Exception as error:  # noqa: BLE001 - any parse failure is the file's fault
-            raise JobFailed("unreadable", f"The stored DICOM file cannot be read ({error}).") from error
+            LOG.warning("stored file unreadable", extra={"job_id": job.id, "detail": str(error)})
+            raise JobFailed("unreadable_dicom_pixels", "The stored photo is not a readable DICOM file.") from error
         try:
             rgb = decode_rgb(source)
         except PipelineError as error:
+            LOG.warning("pixel decoding failed", extra={"job_id": job.id, "detail": getattr(error, "detail", "")})
             raise JobFailed(error.code, str(error)) from error
         existing = self.repository.appraisal_for_job(job.id)
         last_beat = [time.monotonic()]
