@@ -38,7 +38,9 @@ def save_generator(generator: Generator, path: str | Path) -> Path:
                for k, v in generator.state_dict().items()}
     document = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                 "config": generator.config.to_json_dict()}
-    save_file(tensors, str(weights_path), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
+    # One metadata entry: safetensors writes a metadata map in hash order, so several
+    # keys would make the file's bytes (and the bundle identity hash) vary between runs.
+    save_file(tensors, str(weights_path), metadata={"format": f"{FORMAT_NAME}/{FORMAT_VERSION}"})
     config_path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return weights_path
 

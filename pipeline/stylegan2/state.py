@@ -74,9 +74,8 @@ def randomize_(generator: Generator, seed: int, w_avg_samples: int = 2048) -> No
 def mean_w(generator: Generator, num_samples: int, rng: torch.Generator) -> torch.Tensor:
     """Mean mapping output ``[w_dim]`` over ``num_samples`` z ~ N(0, I) drawn from ``rng``.
 
-    Computed in float64 on a copy and rounded to float32, so that the result does not
-    depend on how a multi-threaded float32 matrix product splits its sums (the demo
-    bundle's identity hash must be the same on every run).
+    Computed in float64 on a copy and rounded to float32, so that the mean of many
+    samples does not depend on the order float32 sums are taken in.
     """
     import copy
 
