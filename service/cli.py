@@ -24,13 +24,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from service import cli_models, cli_pipeline, cli_records, cli_score, cli_service
+    from service import cli_eval, cli_models, cli_pipeline, cli_records, cli_score, cli_service
 
     cli_pipeline.register(app)
     cli_score.register(app)
     cli_models.register(app)
     cli_service.register(app)
     cli_records.register(app)
+    cli_eval.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
