@@ -13,6 +13,7 @@ import typer
 
 from pipeline.errors import PipelineError
 from service.config import ConfigError
+from service.errors import UsageFailure
 
 app = typer.Typer(
     name="cleftscore",
@@ -51,10 +52,6 @@ def main(argv: list[str] | None = None) -> int:
             return int(code)
         raise
     return 0
-
-
-class UsageFailure(Exception):
-    """A command was given inputs it cannot use (e.g. a missing file); one sentence."""
 
 
 if __name__ == "__main__":  # pragma: no cover

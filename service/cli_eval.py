@@ -41,7 +41,7 @@ def _models_and_settings(bundle: str | None, demo: bool, store: Path | None, ste
     from pipeline.bundle import load_bundle
     from pipeline.heatmaps import ErosionOrder
     from pipeline.inversion import InversionSettings
-    from service.cli import UsageFailure
+    from service.errors import UsageFailure
     from service.cli_score import resolve_device
     from service.config import load_config
     from service.model_store import DEMO_BUNDLE, bundle_path, make_demo_bundle
@@ -88,7 +88,7 @@ def evaluate_command(
     OUT/scores.csv, table1.csv, table1.md, failures.csv, evaluation.json,
     plots/*.png (paper Fig. 11) and gallery.png.
     """
-    from service.cli import UsageFailure
+    from service.errors import UsageFailure
     from service.evaluate import EvaluationInputError, read_ratings, run_evaluation, write_text_outputs
     from service.outputs import staged_output_dir, write_png
 
@@ -143,7 +143,7 @@ def simulate_command(
     summary.md and plots/score_vs_severity.png, plots/localisation.png.
     """
     from pipeline.defects import CleftSide
-    from service.cli import UsageFailure
+    from service.errors import UsageFailure
     from service.evaluate import write_csv
     from service.outputs import staged_output_dir, write_json
     from service import simulate as sim

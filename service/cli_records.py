@@ -127,7 +127,7 @@ def calibrate_command(
     from service.calibration import fit_calibration, read_ratings
     from service.records import scores_for_rows, save_fit
 
-    from service.cli import UsageFailure
+    from service.errors import UsageFailure
 
     repository = _repository()
     try:
