@@ -190,3 +190,13 @@ def test_huge_photo_detects_on_a_downscaled_copy(models, obama):
     big_result = detect_face(big, models)
     shift = np.abs(big_result.landmarks / 4 - small_result.landmarks)
     assert shift.mean() < 1.5 and shift.max() < 8.0  # the jaw line moves most between resolutions
+
+
+def test_cnn_detector_option_finds_the_same_face(models, grace_hopper_path):
+    photo = load_photo(grace_hopper_path)
+    hog = detect_face(photo, models, DetectionSettings())
+    from pipeline.faces import DetectorKind
+
+    cnn = detect_face(photo, models, DetectionSettings(detector=DetectorKind.CNN, upsample=0))
+    assert cnn.faces_found == 1
+    assert np.abs(cnn.landmarks - hog.landmarks).mean() < 6.0
