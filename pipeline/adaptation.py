@@ -17,12 +17,16 @@ import copy
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 
 from pipeline.inversion import check_lpips_device, check_target
 from pipeline.perceptual import LPIPS_MAX_SIDE, LpipsModel, lpips_distance
 from pipeline.progress import Progress
+
+if TYPE_CHECKING:
+    from pipeline.performance import PerformanceSettings
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ def adapt(
     dtype: torch.dtype = torch.float32,
     progress: Callable[[Progress], None] | None = None,
     keep_synthesis: bool = False,
+    performance: PerformanceSettings | None = None,
 ) -> AdaptationResult:
     """Fine-tune a copy of ``G.synthesis`` so that synthesis(w, noise) approaches ``target``.
 
@@ -116,7 +121,16 @@ def adapt(
         device, dtype: where and in what precision to tune.
         progress: called after every step with stage "adaptation".
         keep_synthesis: also return the tuned copy (for inspection; memory-heavy).
+        performance: None runs this reference loop; settings run the optimised engine
+            (:func:`pipeline.batch_adaptation.adapt_batch`, same result to rounding or
+            to the precision the settings choose).
     """
+    if performance is not None:
+        from pipeline.batch_adaptation import adapt_batch
+
+        _check_latents(G, w, noise)
+        return adapt_batch(G, target, w, noise, lpips_model, settings, device=device, dtype=dtype,
+                           performance=performance, progress=progress, keep_synthesis=keep_synthesis)[0]
     device = torch.device(device)
     check_target(target, G)
     check_lpips_device(lpips_model, device)

@@ -15,8 +15,10 @@ import torch
 
 from pipeline.adaptation import AdaptationSettings, adapt
 from pipeline.bundle import ModelBundle, ModelIdentity
+from pipeline.fast_mode import FastSchedule, NormalizationMode, invert_in_mode
 from pipeline.heatmaps import ErosionOrder
-from pipeline.inversion import InversionSettings, WStats, compute_w_stats, invert
+from pipeline.inversion import InversionSettings, WStats, compute_w_stats
+from pipeline.performance import PerformanceSettings
 from pipeline.preprocess import PreprocessResult, PreprocessSettings, preprocess
 from pipeline.progress import Progress
 from pipeline.scoring import VariantScore, score_all_variants
@@ -31,6 +33,9 @@ class AppraisalSettings:
 
     ``preprocess.output_size`` is replaced by the generator's resolution.
     ``lpips_heatmaps``: also compute the LPIPS variants (slow on CPU at 1024²).
+    ``mode``: PAPER (method.md 2a as published) or FAST (:mod:`pipeline.fast_mode`,
+    within ``inversion.steps``). ``performance``: None runs the reference code; settings
+    run the optimised engine (:mod:`pipeline.performance`).
     """
 
     preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
@@ -40,9 +45,34 @@ class AppraisalSettings:
     lpips_heatmaps: bool = True
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
+    mode: NormalizationMode = NormalizationMode.PAPER
+    performance: PerformanceSettings | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, NormalizationMode):
+            try:
+                object.__setattr__(self, "mode", NormalizationMode(self.mode))
+            except ValueError:
+                raise ValueError(f"mode must be one of {[m.value for m in NormalizationMode]}, "
+                                 f"got {self.mode!r}") from None
+        if self.performance is not None and not isinstance(self.performance, PerformanceSettings):
+            raise TypeError(f"performance must be None or PerformanceSettings, got {type(self.performance).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON record of the settings, stored with every appraisal."""
+        """A JSON record of the settings, stored with every appraisal.
+
+        ``mode`` and ``performance`` appear only when they differ from the defaults, so
+        records (and cache keys) of default settings are unchanged.
+        """
+        record = self._base_dict()
+        if self.mode is not NormalizationMode.PAPER:
+            record["mode"] = self.mode.value
+            record["fast_schedule"] = FastSchedule().to_dict()
+        if self.performance is not None:
+            record["performance"] = self.performance.to_dict()
+        return record
+
+    def _base_dict(self) -> dict[str, Any]:
         inv, ada = self.inversion, self.adaptation
         return {
             "inversion": {k: getattr(inv, k) for k in inv.__dataclass_fields__},
@@ -163,13 +193,14 @@ def appraise(
 
     mark = time.perf_counter()
     rng = torch.Generator(device="cpu").manual_seed(settings.inversion.seed)
-    inversion = invert(generator, target, bundle.lpips, settings.inversion, w_stats=w_stats, generator=rng,
-                       device=device, dtype=settings.dtype, progress=progress)
+    inversion = invert_in_mode(settings.mode, generator, target, bundle.lpips, settings.inversion, w_stats=w_stats,
+                               generator=rng, device=device, dtype=settings.dtype, performance=settings.performance,
+                               progress=progress)
     timings["inversion"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     adaptation = adapt(generator, target, inversion.w, inversion.noise, bundle.lpips, settings.adaptation,
-                       device=device, dtype=settings.dtype, progress=progress)
+                       device=device, dtype=settings.dtype, progress=progress, performance=settings.performance)
     timings["adaptation"] = time.perf_counter() - mark
 
     inverted = tensor_to_image(inversion.image)

@@ -17,6 +17,7 @@ import copy
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ import torch.nn.functional as F
 
 from pipeline.perceptual import LPIPS_MAX_SIDE, LpipsModel, lpips_distance
 from pipeline.progress import Progress
+
+if TYPE_CHECKING:
+    from pipeline.performance import PerformanceSettings
 
 #: Noise maps are regularised at every scale down to this side (method.md 2a).
 NOISE_REG_MIN_SIDE = 8
@@ -208,6 +212,7 @@ def invert(
     device: torch.device | str,
     dtype: torch.dtype = torch.float32,
     progress: Callable[[Progress], None] | None = None,
+    performance: PerformanceSettings | None = None,
 ) -> InversionResult:
     """Project ``target`` [1, 3, R, R] in [-1, 1] into G's W space and noise maps.
 
@@ -221,9 +226,18 @@ def invert(
             a CPU generator seeded with ``settings.seed`` when None.
         device, dtype: where and in what precision to optimise.
         progress: called after every step with stage "inversion".
+        performance: None runs this reference loop; settings run the optimised engine
+            (:func:`pipeline.batch_inversion.invert_batch`, same result to rounding or
+            to the precision the settings choose).
 
     Bitwise reproducible on CPU for the same inputs, seed and thread count.
     """
+    if performance is not None:
+        from pipeline.batch_inversion import invert_batch
+
+        return invert_batch(G, target, lpips_model, settings, w_stats=w_stats,
+                            generators=None if generator is None else [generator], device=device, dtype=dtype,
+                            performance=performance, progress=progress)[0]
     device = torch.device(device)
     check_target(target, G)
     check_lpips_device(lpips_model, device)

@@ -207,6 +207,78 @@ def lpips_distance(
     return model(x, y).reshape(x.shape[0])
 
 
+@dataclass(frozen=True)
+class LpipsTargetFeatures:
+    """LPIPS's side of fixed targets, computed once: per backbone layer the unit-normalised features
+    [N, C_l, H_l, W_l] (float32 or wider, no gradient), for images of ``side`` after downsampling
+    to ``max_side`` (None: never)."""
+
+    features: tuple[torch.Tensor, ...]
+    side: int
+    max_side: int | None
+
+    @property
+    def batch(self) -> int:
+        return int(self.features[0].shape[0])
+
+
+def lpips_target_features(
+    model: LpipsModel, target: torch.Tensor, *, max_side: int | None = LPIPS_MAX_SIDE
+) -> LpipsTargetFeatures:
+    """The target half of :func:`lpips_distance` for target images [N, 3, H, W] in [-1, 1].
+
+    ``lpips_distance_to_features(model, x, lpips_target_features(model, y))`` equals
+    ``lpips_distance(model, x, y)`` and its gradient for x, with y's backbone pass done once.
+    """
+    _check_distance_model(model)
+    target, _ = _checked_pair(model, target, target)
+    if max_side is not None:
+        target = area_downsample(target, max_side)
+    with torch.no_grad():
+        features = tuple(f.detach() for f in _unit_features(model, target))
+    return LpipsTargetFeatures(features=features, side=int(target.shape[-1]), max_side=max_side)
+
+
+def lpips_distance_to_features(model: LpipsModel, x: torch.Tensor, target: LpipsTargetFeatures) -> torch.Tensor:
+    """LPIPS between images x [N, 3, H, W] in [-1, 1] and cached targets -> [N]; differentiable.
+
+    x is area-downsampled like the targets were. Under autocast the backbone runs in
+    the autocast dtype; normalisation, differences and the linear heads run in float32.
+    """
+    _check_distance_model(model)
+    x, _ = _checked_pair(model, x, x)
+    if target.max_side is not None:
+        x = area_downsample(x, target.max_side)
+    if x.shape[0] != target.batch or x.shape[-1] != target.side or x.shape[-2] != target.side:
+        raise ValueError(f"x must be [{target.batch}, 3, {target.side}, {target.side}] after downsampling to match "
+                         f"the target features, got {tuple(x.shape)}")
+    features = _unit_features(model, x)
+    metric = model.metric
+    with torch.autocast(x.device.type, enabled=False):
+        layer_terms = [
+            lpips.lpips.spatial_average(metric.lins[kk]((features[kk] - target.features[kk]) ** 2), keepdim=True)
+            for kk in range(metric.L)
+        ]
+        value = sum(layer_terms)  # 0 + first + second + ..., the package's order
+    return value.reshape(x.shape[0])
+
+
+def _unit_features(model: LpipsModel, images: torch.Tensor) -> list[torch.Tensor]:
+    """The package's steps before the heads: scaling layer, backbone, channel-wise unit norm."""
+    metric = model.metric
+    outputs = metric.net.forward(metric.scaling_layer(images))
+    wide = [out.to(torch.promote_types(out.dtype, torch.float32)) for out in outputs]
+    return [lpips.normalize_tensor(out) for out in wide]
+
+
+def _check_distance_model(model: LpipsModel) -> None:
+    if not isinstance(model, LpipsModel) or model.spatial:
+        raise ValueError(f"cached LPIPS distances need an LpipsModel loaded with spatial=False, "
+                         f"got {type(model).__name__}")
+    if getattr(model.metric, "version", None) != _LPIPS_VERSION or not getattr(model.metric, "lpips", False):
+        raise ValueError("cached LPIPS distances need LPIPS v0.1 with its linear heads")
+
+
 def lpips_map(
     model: LpipsModel, x: torch.Tensor, y: torch.Tensor, *, max_side: int | None = None
 ) -> torch.Tensor:

@@ -22,6 +22,7 @@ from pipeline.adaptation import AdaptationSettings
 from pipeline.appraise import AppraisalSettings
 from pipeline.bundle import ModelBundle, load_bundle
 from pipeline.errors import ModelError
+from pipeline.fast_mode import NormalizationMode
 from pipeline.inversion import InversionSettings
 from service.config import ServiceConfig
 from service.database import open_repository
@@ -60,6 +61,7 @@ def appraisal_settings(config: ServiceConfig, device: str) -> AppraisalSettings:
         inversion=InversionSettings(steps=config.inversion_steps),
         adaptation=AdaptationSettings(steps=config.adaptation_steps),
         device=device,
+        mode=NormalizationMode(config.mode),
     )
 
 

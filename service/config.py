@@ -52,6 +52,8 @@ class ServiceConfig:
     allowed_addresses: tuple[str, ...] = ()  # empty: any peer; else IPs or CIDR networks
     inversion_steps: int = 2000
     adaptation_steps: int = 50
+    #: Inversion schedule: "paper" (method.md 2a as published) or "fast" (pipeline.fast_mode).
+    mode: str = "paper"
     device: str = "auto"
     bundle: str = "default"
     workers: int = 1
@@ -149,6 +151,8 @@ def _convert(name: str, raw: Any) -> Any:
             return Path(raw)
         if name.startswith("tls_"):
             return Path(raw) if str(raw) else None
+        if name == "mode":
+            return str(raw).strip().lower()
         if name == "demo":
             return raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes", "on")
         return str(raw)
@@ -205,6 +209,8 @@ def validate(config: ServiceConfig) -> None:
         fail("inversion_steps", f"must be at least 1, got {config.inversion_steps}")
     if config.adaptation_steps < 0:
         fail("adaptation_steps", f"must be at least 0, got {config.adaptation_steps}")
+    if config.mode not in ("paper", "fast"):
+        fail("mode", f"{config.mode!r} must be paper or fast")
     if config.device not in ("auto", "cpu", "cuda") and not re.match(r"^cuda:\d+$", config.device):
         fail("device", f"{config.device!r} must be auto, cpu, cuda or cuda:N")
     if config.workers < 1:

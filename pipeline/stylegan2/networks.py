@@ -179,6 +179,7 @@ class SynthesisNetwork(nn.Module):
         self.w_dim, self.num_ws = config.w_dim, config.num_ws
         self.img_resolution, self.img_channels = config.img_resolution, config.img_channels
         self.block_resolutions = config.block_resolutions
+        self.architecture = config.architecture
         for res in self.block_resolutions:
             self.add_module(f"b{res}", SynthesisBlock(res, config))
         shapes: dict[str, tuple[int, int]] = {}
@@ -193,15 +194,37 @@ class SynthesisNetwork(nn.Module):
         """Per-layer noise map names ('b4.conv1', 'b8.conv0', ...) and (H, W), in layer order."""
         return dict(self._noise_shapes)
 
-    def forward(self, ws: torch.Tensor, noise: NoiseSpec = "const") -> torch.Tensor:
-        """``noise``: 'const' (stored maps), 'none', or {name: [N or 1, 1, H, W]} for every layer."""
+    def block_resolutions_up_to(self, max_resolution: int | None) -> tuple[int, ...]:
+        """The blocks that run for ``max_resolution`` (None: all); checks that its image exists.
+
+        Below the full resolution only the 'skip' architecture has an image (the ToRGB
+        outputs accumulated so far); other architectures raise ValueError.
+        """
+        if max_resolution is None or max_resolution == self.img_resolution:
+            return tuple(self.block_resolutions)
+        if (isinstance(max_resolution, bool) or not isinstance(max_resolution, int)
+                or max_resolution not in self.block_resolutions):
+            raise ValueError(f"max_resolution must be None or one of {list(self.block_resolutions)}, "
+                             f"got {max_resolution!r}")
+        if self.architecture != Architecture.SKIP:
+            raise ValueError(f"max_resolution below {self.img_resolution} needs the 'skip' architecture "
+                             f"(an image at every block), this network is {self.architecture.value!r}")
+        return tuple(r for r in self.block_resolutions if r <= max_resolution)
+
+    def forward(self, ws: torch.Tensor, noise: NoiseSpec = "const", *,
+                max_resolution: int | None = None) -> torch.Tensor:
+        """``noise``: 'const' (stored maps), 'none', or {name: [N or 1, 1, H, W]} for every layer
+        that runs. ``max_resolution`` R: stop after block R and return its image
+        ``[N, img_channels, R, R]`` (the 'skip' sum of ToRGB outputs up to R); None: full size.
+        """
         if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be a tensor [N, {self.num_ws}, {self.w_dim}], got {_describe(ws)}")
-        maps = self._noise_maps(noise, ws.shape[0])
+        resolutions = self.block_resolutions_up_to(max_resolution)
+        maps = self.checked_noise_maps(noise, ws.shape[0], resolutions[-1])
         ws = ws.to(self.b4.const.dtype)
         x = img = None
         w_idx = 0
-        for res in self.block_resolutions:
+        for res in resolutions:
             block: SynthesisBlock = getattr(self, f"b{res}")
             block_ws = ws[:, w_idx : w_idx + block.num_conv + block.num_torgb]
             block_noise = {k: maps.get(f"b{res}.{k}") for k in ("conv0", "conv1")}
@@ -209,7 +232,15 @@ class SynthesisNetwork(nn.Module):
             w_idx += block.num_conv
         return img
 
-    def _noise_maps(self, noise: NoiseSpec, batch: int) -> dict[str, torch.Tensor]:
+    def checked_noise_maps(self, noise: NoiseSpec, batch: int,
+                           max_resolution: int | None = None) -> dict[str, torch.Tensor]:
+        """``noise`` as a dict of maps, validated for a batch of ``batch`` (see :meth:`forward`).
+
+        With ``max_resolution`` only the layers up to it must have maps; maps for
+        higher layers are allowed (and unused).
+        """
+        limit = self.img_resolution if max_resolution is None else max_resolution
+        needed = {name: shape for name, shape in self._noise_shapes.items() if shape[0] <= limit}
         if isinstance(noise, str):
             if noise not in NOISE_MODES:
                 raise ValueError(f"noise must be one of {NOISE_MODES} or a dict of maps, got {noise!r}")
@@ -218,11 +249,13 @@ class SynthesisNetwork(nn.Module):
             return {name: self.get_submodule(name).noise_const for name in self._noise_shapes}
         if not isinstance(noise, Mapping):
             raise ValueError(f"noise must be one of {NOISE_MODES} or a dict of maps, got {type(noise).__name__}")
-        missing = [n for n in self._noise_shapes if n not in noise]
+        missing = [n for n in needed if n not in noise]
         extra = sorted(str(n) for n in noise if n not in self._noise_shapes)
         if missing or extra:
             raise ValueError(f"noise maps wrong: missing {missing}, unexpected {extra}")
         for name, (h, w) in self._noise_shapes.items():
+            if name not in noise:
+                continue
             t = noise[name]
             if (not isinstance(t, torch.Tensor) or t.ndim != 4 or t.shape[0] not in (1, batch)
                     or t.shape[1:] != (1, h, w) or not t.is_floating_point()):

@@ -181,3 +181,141 @@ def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float, cutoff: int | No
     if cutoff is None or cutoff >= ws.shape[1]:
         return pulled
     return torch.cat([pulled[:, :cutoff], ws[:, cutoff:]], dim=1)
+
+
+# -- Faster equivalents (same function, different arithmetic order) ------------------------
+# Used by pipeline.stylegan2.fast_synthesis. They keep the memory format of their input
+# (channels_last stays channels_last) and agree with the reference forms above to
+# float32 rounding (tests/test_performance.py).
+
+#: How a modulated convolution is computed: "weight" modulates per-sample kernels (a
+#: grouped convolution, plain when N == 1); "input" scales the input channels by the
+#: styles and the output channels by the demodulation coefficients around one shared
+#: kernel (a plain batched convolution for any N).
+MODCONV_FORMS = ("weight", "input")
+
+
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """``rsqrt(sum_{i,k} (weight[o,i,k] * styles[n,i])^2 + 1e-8)`` as ``[N, O]``.
+
+    Computed as ``styles^2 @ sum_k(weight^2)^T`` (no per-sample kernels), in float32 at least.
+    """
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    energy = weight.to(dtype).square().sum(dim=[2, 3])  # [O, I]
+    return (styles.to(dtype).square().matmul(energy.t()) + 1e-8).rsqrt()
+
+
+def upsampling_kernel(weight: torch.Tensor, fir: torch.Tensor, gain: float) -> torch.Tensor:
+    """``weight [O, I, k, k]`` fully convolved with ``fir * gain [f, f]`` -> ``[O, I, k+f-1, k+f-1]``.
+
+    A transposed convolution with this kernel equals the transposed convolution with
+    ``weight`` followed by the ``fir`` filter (both are convolutions of the upsampled input).
+    """
+    out_ch, in_ch, k, _ = weight.shape
+    fk = fir.shape[-1]
+    flat = F.pad(weight.reshape(out_ch * in_ch, 1, k, k), [fk - 1] * 4)
+    kernel = (fir.to(weight.dtype) * gain).flip([0, 1])[None, None]
+    return F.conv2d(flat, kernel).reshape(out_ch, in_ch, k + fk - 1, k + fk - 1)
+
+
+def _window(z: torch.Tensor, start: int, size: int) -> torch.Tensor:
+    """``z[..., start:start+size, start:start+size]``, zero-padded where that leaves ``z``."""
+    length = z.shape[-1]
+    if start >= 0 and start + size <= length:
+        return z[:, :, start : start + size, start : start + size]
+    left, right = -start, start + size - length
+    return F.pad(z, [left, right, left, right])
+
+
+def fir_filter_depthwise(x: torch.Tensor, fir: torch.Tensor, pad0: int, pad1: int, gain: float) -> torch.Tensor:
+    """``upfirdn2d(x, fir, padding=(pad0, pad1, pad0, pad1), gain=gain)`` as one depthwise conv."""
+    channels = x.shape[1]
+    fk = fir.shape[-1]
+    kernel = (fir.to(x.dtype) * gain).flip([0, 1]).expand(channels, 1, fk, fk).contiguous()
+    if pad0 == pad1 and pad0 >= 0:
+        return F.conv2d(x, kernel, padding=pad0, groups=channels)
+    return F.conv2d(F.pad(x, [pad0, pad1, pad0, pad1]), kernel, groups=channels)
+
+
+def upsample2d_transposed(x: torch.Tensor, fir: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """:func:`upsample2d` as one depthwise transposed convolution (zero insertion and filter in one pass)."""
+    channels, height = x.shape[1], x.shape[2]
+    fk = fir.shape[-1]
+    kernel = (fir.to(x.dtype) * float(factor * factor)).expand(channels, 1, fk, fk).contiguous()
+    z = F.conv_transpose2d(x, kernel, stride=factor, groups=channels)
+    return _window(z, fk - 1 - (fk + factor - 1) // 2, height * factor)
+
+
+def modulated_conv2d_fast(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool = True,
+    up: int = 1,
+    fir: torch.Tensor | None = None,
+    *,
+    form: str = "weight",
+    fuse_upsampling: bool = False,
+) -> torch.Tensor:
+    """:func:`modulated_conv2d` (same arguments and shapes) in the cheaper ``form`` (see MODCONV_FORMS).
+
+    ``fuse_upsampling`` (``up == 2``): fold the FIR filter into the transposed-convolution
+    kernel (:func:`upsampling_kernel`), one pass over the large output instead of two.
+    Small factors (styles, coefficients) are cast to the activations' dtype, so bf16
+    activations stay bf16 under autocast.
+    """
+    n, in_ch, h, w = x.shape
+    out_ch, w_in, kh, kw = weight.shape
+    if w_in != in_ch or kh != kw or kh % 2 == 0:
+        raise ValueError(f"weight {tuple(weight.shape)} does not fit input {tuple(x.shape)} (odd square kernel)")
+    if styles.shape != (n, in_ch):
+        raise ValueError(f"styles must be [{n}, {in_ch}], got {tuple(styles.shape)}")
+    if form not in MODCONV_FORMS:
+        raise ValueError(f"form must be one of {MODCONV_FORMS}, got {form!r}")
+    if up not in (1, 2) or (up == 2 and fir is None):
+        raise ValueError(f"modulated_conv2d_fast supports up=1, or up=2 with a FIR filter; got up={up}")
+    with torch.autocast(x.device.type, enabled=False):  # small weight-side work in full precision
+        coefficients = demodulation_coefficients(weight, styles) if demodulate else None
+        kernel = weight
+        if up == 2 and fuse_upsampling:
+            kernel = upsampling_kernel(weight, fir, gain=float(up * up))
+        if form == "weight":
+            kernel = kernel.unsqueeze(0) * styles.to(kernel.dtype).reshape(n, 1, in_ch, 1, 1)
+            if coefficients is not None:
+                kernel = kernel * coefficients.to(kernel.dtype).reshape(n, out_ch, 1, 1, 1)
+        else:
+            kernel = kernel.unsqueeze(0)
+    if form == "weight":
+        y = _shared_or_grouped_conv(x, kernel, up)
+    else:
+        y = _shared_or_grouped_conv(x * styles.to(x.dtype).reshape(n, in_ch, 1, 1), kernel, up)
+    if up == 2:
+        fk = fir.shape[-1]
+        p0 = kh // 2 + (fk + up - 1) // 2 - (kw - 1)
+        p1 = kh // 2 + (fk - up) // 2 - (kw - up)
+        if fuse_upsampling:
+            y = _window(y, fk - 1 - p0, h * up)
+        else:
+            y = fir_filter_depthwise(y, fir, p0, p1, gain=float(up * up))
+    if coefficients is not None and form == "input":
+        y = y * coefficients.to(y.dtype).reshape(n, out_ch, 1, 1)
+    return y
+
+
+def _shared_or_grouped_conv(x: torch.Tensor, kernels: torch.Tensor, up: int) -> torch.Tensor:
+    """Convolve ``x [N, I, H, W]`` with ``kernels [1 or N, O, I, k, k]`` ('same' conv, or transposed when up == 2).
+
+    One kernel set: a plain convolution over the batch. N sets: one grouped convolution.
+    """
+    n, in_ch, h, w = x.shape
+    sets, out_ch, _, k, _ = kernels.shape
+    if sets == 1:
+        if up == 1:
+            return F.conv2d(x, kernels[0], padding=k // 2)
+        return F.conv_transpose2d(x, kernels[0].transpose(0, 1), stride=up)
+    xg = x.reshape(1, n * in_ch, h, w)
+    if up == 1:
+        y = F.conv2d(xg, kernels.reshape(n * out_ch, in_ch, k, k), padding=k // 2, groups=n)
+    else:
+        y = F.conv_transpose2d(xg, kernels.transpose(1, 2).reshape(n * in_ch, out_ch, k, k), stride=up, groups=n)
+    return y.reshape(n, out_ch, y.shape[2], y.shape[3])
