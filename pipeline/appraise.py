@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.adaptation import AdaptationSettings, adapt
+from pipeline.adaptation import AdaptationSettings
 from pipeline.bundle import ModelBundle, ModelIdentity
-from pipeline.fast_mode import FastSchedule, NormalizationMode, invert_in_mode
+from pipeline.fast_mode import FastSchedule, NormalizationMode
 from pipeline.heatmaps import ErosionOrder
 from pipeline.inversion import InversionSettings, WStats, compute_w_stats
 from pipeline.performance import PerformanceSettings
 from pipeline.preprocess import PreprocessResult, PreprocessSettings, preprocess
 from pipeline.progress import Progress
-from pipeline.scoring import VariantScore, score_all_variants
+from pipeline.scoring import VariantScore
 
 #: The score shown first: PSE, YCbCr + erosion, mouth/nose, with adaptation (paper Table 1's best cell).
 PRIMARY_VARIANT = {"method": "pse", "processing": "ycbcr+erosion", "region": "mouth_nose", "adaptation": True}
@@ -185,42 +185,17 @@ def appraise(
     pre = preprocess(photo_rgb, bundle.face_models, pre_settings)
     timings["preprocess"] = time.perf_counter() - started
 
-    device = settings.device
-    target = image_to_tensor(pre.aligned, device, settings.dtype)
-    mark = time.perf_counter()
-    w_stats = (w_stats_cache or WStatsCache()).get(bundle, settings.inversion, device)
-    timings["w_stats"] = time.perf_counter() - mark
+    # pipeline.normalize builds on this module's types, so it is imported here.
+    from pipeline.normalize import normalize_aligned
 
-    mark = time.perf_counter()
-    rng = torch.Generator(device="cpu").manual_seed(settings.inversion.seed)
-    inversion = invert_in_mode(settings.mode, generator, target, bundle.lpips, settings.inversion, w_stats=w_stats,
-                               generator=rng, device=device, dtype=settings.dtype, performance=settings.performance,
-                               progress=progress)
-    timings["inversion"] = time.perf_counter() - mark
-
-    mark = time.perf_counter()
-    adaptation = adapt(generator, target, inversion.w, inversion.noise, bundle.lpips, settings.adaptation,
-                       device=device, dtype=settings.dtype, progress=progress, performance=settings.performance)
-    timings["adaptation"] = time.perf_counter() - mark
-
-    inverted = tensor_to_image(inversion.image)
-    normalized = tensor_to_image(adaptation.image)
-    mark = time.perf_counter()
-    lpips_model = bundle.lpips_spatial if settings.lpips_heatmaps else None
-    scores: list[AppraisalScore] = []
-    heatmaps: dict[str, np.ndarray] = {}
-    for label, counterpart, adapted in (("without_adaptation", inverted, False), ("with_adaptation", normalized, True)):
-        variants, maps = score_all_variants(pre.aligned, counterpart, pre.masks, lpips_model=lpips_model,
-                                            erosion_orders=settings.erosion_orders, device=device)
-        scores.extend(AppraisalScore(v, adapted) for v in variants)
-        heatmaps.update({f"{label}/{key}": value for key, value in maps.items()})
-    timings["scoring"] = time.perf_counter() - mark
+    normal = normalize_aligned(pre.aligned, pre.masks, bundle, settings, progress, w_stats_cache=w_stats_cache)
+    timings.update({key: value for key, value in normal.timings.items() if key != "total"})
     timings["total"] = time.perf_counter() - started
     return AppraisalResult(
-        preprocessing=pre, inverted=inverted, normalized=normalized, scores=tuple(scores), heatmaps=heatmaps,
-        model=bundle.identity, settings=settings, timings={k: round(v, 3) for k, v in timings.items()},
-        inversion_losses=tuple(step.total for step in inversion.losses),
-        adaptation_losses=tuple(step.total for step in adaptation.losses) + (adaptation.final_loss.total,),
+        preprocessing=pre, inverted=normal.inverted, normalized=normal.normalized, scores=normal.scores,
+        heatmaps=normal.heatmaps, model=bundle.identity, settings=settings,
+        timings={k: round(v, 3) for k, v in timings.items()},
+        inversion_losses=normal.inversion_losses, adaptation_losses=normal.adaptation_losses,
     )
 
 

@@ -2,8 +2,8 @@
 
 :func:`pipeline.appraise.appraise` starts from a photo; generated faces (the
 simulation study) are aligned by construction and come with their own masks.
-:func:`normalize_aligned` runs the same steps as ``appraise`` from the aligned
-image on: inversion (method.md 2a), adaptation (2b), and every Table 1 score
+:func:`normalize_aligned` is everything ``appraise`` does after preprocessing
+(``appraise`` calls it): inversion (method.md 2a), adaptation (2b), and every Table 1 score
 and heatmap, with and without adaptation. It uses the same settings, seeds and
 helpers, so an aligned image gives the same scores here as inside ``appraise``.
 """
@@ -20,7 +20,7 @@ import torch
 from pipeline.adaptation import adapt
 from pipeline.appraise import AppraisalScore, AppraisalSettings, WStatsCache, image_to_tensor, tensor_to_image
 from pipeline.bundle import ModelBundle
-from pipeline.inversion import invert
+from pipeline.fast_mode import invert_in_mode
 from pipeline.progress import Progress
 from pipeline.scoring import score_all_variants
 
@@ -81,13 +81,14 @@ def normalize_aligned(
 
     mark = time.perf_counter()
     rng = torch.Generator(device="cpu").manual_seed(settings.inversion.seed)
-    inversion = invert(bundle.generator, target, bundle.lpips, settings.inversion, w_stats=w_stats, generator=rng,
-                       device=device, dtype=settings.dtype, progress=progress)
+    inversion = invert_in_mode(settings.mode, bundle.generator, target, bundle.lpips, settings.inversion,
+                               w_stats=w_stats, generator=rng, device=device, dtype=settings.dtype,
+                               performance=settings.performance, progress=progress)
     timings["inversion"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     adaptation = adapt(bundle.generator, target, inversion.w, inversion.noise, bundle.lpips, settings.adaptation,
-                       device=device, dtype=settings.dtype, progress=progress)
+                       device=device, dtype=settings.dtype, progress=progress, performance=settings.performance)
     timings["adaptation"] = time.perf_counter() - mark
 
     inverted = tensor_to_image(inversion.image)
