@@ -19,6 +19,7 @@ import torch
 
 from pipeline.errors import ModelError
 from pipeline.faces import FaceModels
+from pipeline.hashing import file_sha256
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -66,14 +67,6 @@ class ModelBundle:
     lpips_spatial: torch.nn.Module
     face_models: FaceModels
     folder: Path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def bundle_identity(generator_sha256: str, lpips_net: str, backbone_sha256: str | None, heads_sha256: str) -> str:

@@ -14,7 +14,6 @@ Images are tensors [N, 3, H, W] in [-1, 1].
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torchvision
 from torch import nn
 
 from pipeline.errors import ModelError
+from pipeline.hashing import file_sha256
 
 #: torchvision's release file names; the 8 hex digits are the SHA-256 prefix of the file.
 TORCHVISION_BACKBONE_FILES: dict[str, str] = {
@@ -165,7 +165,7 @@ def load_lpips(
         backbone_path = Path(backbone_weights)
         features = _read_backbone_features(backbone_path, net)
         _copy_features_into_slices(metric, features, backbone_path.name)
-        backbone_sha = _sha256(backbone_path)
+        backbone_sha = file_sha256(backbone_path)
 
     identity = LpipsIdentity(
         net=net,
@@ -175,7 +175,7 @@ def load_lpips(
         backbone_is_torchvision_release=(
             backbone_sha is not None and backbone_sha.startswith(TORCHVISION_BACKBONE_FILES[net].split("-")[-1][:8])
         ),
-        heads_sha256=_sha256(heads_path),
+        heads_sha256=file_sha256(heads_path),
     )
     return LpipsModel(metric, identity, spatial).to(device)
 
@@ -308,14 +308,6 @@ def _checked_pair(model: LpipsModel, x: torch.Tensor, y: torch.Tensor) -> tuple[
 def _check_net(net: str) -> None:
     if net not in TORCHVISION_BACKBONE_FILES:
         raise ValueError(f"net must be one of {sorted(TORCHVISION_BACKBONE_FILES)}, got {net!r}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_state_file(path: Path, what: str) -> dict[str, torch.Tensor]:

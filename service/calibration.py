@@ -15,7 +15,6 @@ model it was fitted for, and reports use it only for results of that model.
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +96,3 @@ def read_ratings(path: Path) -> list[RatingRow]:
     if len(set(names)) != len(names):
         raise ValueError(f"{path} names a photo twice")
     return rows
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

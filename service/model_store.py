@@ -18,8 +18,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.bundle import MANIFEST, MANIFEST_FORMAT, bundle_identity, file_sha256, read_manifest, verify_bundle
+from pipeline.bundle import MANIFEST, MANIFEST_FORMAT, bundle_identity, read_manifest, verify_bundle
 from pipeline.errors import ModelError
+from pipeline.hashing import file_sha256
 
 DEMO_BUNDLE = "demo"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -13,7 +13,8 @@ import pydicom
 from db.records import AppraisalStatus, Calibration, NewCalibration, ResultKind
 from db.repository import Repository
 from pipeline.errors import PipelineError
-from service.calibration import CalibrationFit, RatingRow, file_sha256
+from pipeline.hashing import file_sha256
+from service.calibration import CalibrationFit, RatingRow
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 
