@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
 from pipeline.adaptation import AdaptationResult, AdaptationSettings, adapt
-from pipeline.perceptual import LpipsModel, load_lpips, lpips_distance
+from pipeline.perceptual import lpips_distance
 from pipeline.progress import Progress
-from pipeline.stylegan2 import load_generator
+from tests.optimisation_fixtures import G, lpips_alex, one_torch_thread  # noqa: F401  (fixtures)
 
 ADAPTATION_STEPS = 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors: one intra-op thread is as fast idle and far faster on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
-
-@pytest.fixture(scope="module")
-def G(sg2_fixture_dir: Path) -> torch.nn.Module:
-    return load_generator(sg2_fixture_dir / "sg2ada_tiny32.pkl")
-
-
-@pytest.fixture(scope="module")
-def lpips_alex() -> LpipsModel:
-    return load_lpips("alex", allow_random_backbone=True)
 
 
 @pytest.fixture(scope="module")

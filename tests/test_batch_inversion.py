@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,29 +17,14 @@ from pipeline.batch_inversion import (
     renormalize_noise_per_sample_,
 )
 from pipeline.inversion import InversionSettings, compute_w_stats, invert, noise_regularization
-from pipeline.perceptual import LpipsModel, load_lpips
+from pipeline.perceptual import load_lpips
 from pipeline.performance import PerformanceSettings
-from pipeline.stylegan2 import load_generator
+from tests.optimisation_fixtures import G, lpips_alex, one_torch_thread  # noqa: F401  (fixtures)
 
 SEEDS = (21, 22, 23)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
-
-@pytest.fixture(scope="module")
-def G(sg2_fixture_dir: Path) -> torch.nn.Module:
-    return load_generator(sg2_fixture_dir / "sg2ada_tiny32.pkl")
-
-
-@pytest.fixture(scope="module")
-def lpips_alex() -> LpipsModel:
-    return load_lpips("alex", allow_random_backbone=True)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,35 +15,20 @@ from pipeline.adaptation import AdaptationSettings, adapt
 from pipeline.batch_inversion import invert_batch
 from pipeline.inversion import InversionSettings, compute_w_stats, invert
 from pipeline.perceptual import (
-    LpipsModel,
     load_lpips,
     lpips_distance,
     lpips_distance_to_features,
     lpips_target_features,
 )
 from pipeline.performance import PerformanceSettings, autocast, grad_scaler, numerics, tf32_flags
-from pipeline.stylegan2 import Architecture, GeneratorConfig, build_generator, load_generator
+from pipeline.stylegan2 import Architecture, GeneratorConfig, build_generator
 from pipeline.stylegan2 import ops
 from pipeline.stylegan2.fast_synthesis import FastSynthesis
 from tests.test_stylegan2_ops import _naive_modconv
+from tests.optimisation_fixtures import G, lpips_alex, one_torch_thread  # noqa: F401  (fixtures)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
-
-@pytest.fixture(scope="module")
-def G(sg2_fixture_dir: Path) -> torch.nn.Module:
-    return load_generator(sg2_fixture_dir / "sg2ada_tiny32.pkl")
-
-
-@pytest.fixture(scope="module")
-def lpips_alex() -> LpipsModel:
-    return load_lpips("alex", allow_random_backbone=True)
 
 
 @pytest.fixture(scope="module")
