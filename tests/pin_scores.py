@@ -1,0 +1,88 @@
+"""Pin the paper-mode (and fast-mode) scores of the method, so a refactor can show it changed nothing.
+
+Run from the repository root: ``.venv/bin/python -m tests.pin_scores tests/data/pinned_scores.json``.
+The file in tests/data was written by this script at commit 18ee6b6 (main before the
+layout of issue "1/7"), on the 2-core x86-64 CI machine, with one torch thread. Later
+commits adapted the imports only; tests/test_pinned_scores.py compares today's code with it.
+
+Cases: the deterministic demo bundle at 64² (seed 0) on two real photos, in paper and
+fast mode, both erosion orders; and the shared StyleGAN2-ADA fixture (32²) with LPIPS on a
+random AlexNet backbone, inverting and adapting a generated face.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.adaptation import AdaptationSettings, adapt
+from pipeline.appraise import AppraisalSettings, appraise
+from pipeline.bundle import load_bundle
+from pipeline.fast_mode import NormalizationMode
+from pipeline.heatmaps import ErosionOrder
+from pipeline.inversion import InversionSettings, compute_w_stats, invert
+from pipeline.perceptual import load_lpips
+from pipeline.photo_io import load_photo
+from pipeline.stylegan2 import load_generator
+from service.model_store import make_demo_bundle
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+PHOTOS = ("obama.jpg", "biden.jpg")
+
+
+def demo_cases(store: Path) -> dict:
+    bundle = load_bundle(make_demo_bundle(store, resolution=64))
+    out = {"bundle_identity": bundle.identity.identity}
+    for mode in (NormalizationMode.PAPER, NormalizationMode.FAST):
+        settings = AppraisalSettings(inversion=InversionSettings(steps=20, w_avg_samples=500),
+                                     adaptation=AdaptationSettings(steps=5),
+                                     erosion_orders=(ErosionOrder.DIFF_THEN_ERODE, ErosionOrder.ERODE_THEN_DIFF),
+                                     mode=mode)
+        for name in PHOTOS:
+            result = appraise(load_photo(SHARED / "faces" / name), bundle, settings)
+            out[f"{mode.value}/{name}"] = {
+                "scores": [s.to_dict() for s in result.scores],
+                "primary": result.primary_score,
+                "inversion_losses": list(result.inversion_losses),
+                "adaptation_losses": list(result.adaptation_losses),
+                "normalized_mean": float(result.normalized.astype(np.float64).mean()),
+            }
+    return out
+
+
+def fixture_case() -> dict:
+    G = load_generator(SHARED / "fixtures" / "stylegan2-ada" / "sg2ada_tiny32.pkl")
+    lpips_model = load_lpips("alex", allow_random_backbone=True)
+    with torch.no_grad():
+        z = torch.from_numpy(np.random.RandomState(7).randn(1, G.z_dim)).float()
+        target = G(z, noise="const").clamp(-1, 1)
+    settings = InversionSettings(steps=40, w_avg_samples=1000)
+    stats = compute_w_stats(G, settings.w_avg_samples, settings.w_stats_seed)
+    inversion = invert(G, target, lpips_model, settings, w_stats=stats, device="cpu")
+    adaptation = adapt(G, target, inversion.w, inversion.noise, lpips_model, AdaptationSettings(steps=10), device="cpu")
+    return {
+        "w_std": stats.w_std,
+        "inversion_losses": [s.total for s in inversion.losses],
+        "inverted_image_sum": float(inversion.image.double().sum()),
+        "adaptation_losses": [s.total for s in adaptation.losses],
+        "adaptation_final_loss": adaptation.final_loss.total,
+        "adapted_image_sum": float(adaptation.image.double().sum()),
+    }
+
+
+def main(path: str) -> None:
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as store:
+        record = {"demo_64": demo_cases(Path(store)), "sg2ada_tiny32": fixture_case(),
+                  "produced_by": "python -m tests.pin_scores at commit 18ee6b6, torch "
+                                 f"{torch.__version__}, 1 thread"}
+    Path(path).write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
