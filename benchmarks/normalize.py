@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.adaptation import AdaptationSettings, adapt
-from pipeline.inversion import InversionSettings, compute_w_stats, invert
-from pipeline.perceptual import load_lpips
-from pipeline.stylegan2 import GeneratorConfig, build_generator
+from pipeline.models.stylegan2 import GeneratorConfig, build_generator
+from pipeline.normalize.adaptation import AdaptationSettings, adapt
+from pipeline.normalize.inversion import InversionSettings, compute_w_stats, invert
+from pipeline.normalize.perceptual import load_lpips
 
 ROOT = Path(__file__).resolve().parent.parent
 

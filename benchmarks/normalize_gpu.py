@@ -41,14 +41,14 @@ from pathlib import Path
 import torch
 
 from benchmarks import normalize_gpu_quality as quality
-from pipeline.adaptation import AdaptationSettings, adapt
-from pipeline.batch_adaptation import adapt_batch
-from pipeline.batch_inversion import invert_batch
-from pipeline.fast_mode import FastSchedule
-from pipeline.inversion import InversionSettings, compute_w_stats, invert
-from pipeline.perceptual import load_lpips
-from pipeline.performance import PerformanceSettings, numerics, tf32_flags
-from pipeline.stylegan2 import GeneratorConfig, build_generator
+from pipeline.models.stylegan2 import GeneratorConfig, build_generator
+from pipeline.normalize.adaptation import AdaptationSettings, adapt
+from pipeline.normalize.batch_adaptation import adapt_batch
+from pipeline.normalize.batch_inversion import invert_batch
+from pipeline.normalize.engine import PerformanceSettings, numerics, tf32_flags
+from pipeline.normalize.inversion import InversionSettings, compute_w_stats, invert
+from pipeline.normalize.perceptual import load_lpips
+from pipeline.normalize.schedules import FastSchedule
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_INVERSION_STEPS, PAPER_ADAPTATION_STEPS = 2000, 50

@@ -16,16 +16,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from pipeline.adaptation import AdaptationSettings, adapt
-from pipeline.batch_adaptation import adapt_batch
-from pipeline.batch_inversion import invert_many
-from pipeline.colour import rgb_uint8_to_ycbcr
-from pipeline.fast_mode import FastSchedule, invert_fast, score_agreement
-from pipeline.heatmaps import ErosionOrder, compare_with_erosion, pse_heatmap
-from pipeline.inversion import InversionSettings, WStats, invert
-from pipeline.perceptual import LpipsModel, lpips_distance
-from pipeline.performance import PerformanceSettings, numerics
-from pipeline.scoring import masked_score
+from pipeline.compare.colour import rgb_uint8_to_ycbcr
+from pipeline.compare.heatmaps import ErosionOrder, compare_with_erosion, pse_heatmap
+from pipeline.compare.scoring import masked_score
+from pipeline.normalize.adaptation import AdaptationSettings, adapt
+from pipeline.normalize.batch_adaptation import adapt_batch
+from pipeline.normalize.batch_inversion import invert_many
+from pipeline.normalize.engine import PerformanceSettings, numerics
+from pipeline.normalize.inversion import InversionSettings, WStats, invert
+from pipeline.normalize.perceptual import LpipsModel, lpips_distance
+from pipeline.normalize.schedules import FastSchedule, invert_fast, score_agreement
 
 SEED = 303  # InversionSettings().seed: every photo starts from the same seed, as in the service
 

@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline.faces import FaceModels
-from pipeline.photo_io import load_photo
-from pipeline.preprocess import PreprocessSettings, preprocess
+from pipeline.preprocess.faces import FaceModels
+from pipeline.preprocess.photo_io import load_photo
+from pipeline.preprocess.steps import PreprocessSettings, preprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,10 +15,31 @@ from typing import TypeVar
 
 from db import rules
 from db.errors import ConflictError, NotFoundError
-from db.records import (Appraisal, AppraisalStatus, Calibration, FailureKind, FailureRecord,
-                        IntakeResult, Job, JobState, NewAppraisal, NewCalibration, NewPatient,
-                        NewPhoto, NewResultObject, NewStudy, Patient, PatientSummary, Photo,
-                        QueueCounts, ResultObject, Study, TimelineEntry, Transfer, TransferState)
+from db.records import (
+    Appraisal,
+    AppraisalStatus,
+    Calibration,
+    FailureKind,
+    FailureRecord,
+    IntakeResult,
+    Job,
+    JobState,
+    NewAppraisal,
+    NewCalibration,
+    NewPatient,
+    NewPhoto,
+    NewResultObject,
+    NewStudy,
+    Patient,
+    PatientSummary,
+    Photo,
+    QueueCounts,
+    ResultObject,
+    Study,
+    TimelineEntry,
+    Transfer,
+    TransferState,
+)
 from db.timeutil import as_utc, utc_now
 
 _Work = TypeVar("_Work", Job, Transfer)

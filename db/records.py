@@ -23,7 +23,7 @@ JsonObject = dict[str, Any]
 
 #: Score key of the paper's best configuration: PSE heatmap, YCbCr and erosion, mouth/nose
 #: region, with model adaptation, eroded after differencing (the journal's order). The names
-#: are the values of pipeline.scoring's enums (HeatmapMethod, Processing, ErosionOrder).
+#: are the values of pipeline.compare.scoring's enums (HeatmapMethod, Processing, ErosionOrder).
 PRIMARY_METHOD = "pse"
 PRIMARY_PROCESSING = "ycbcr+erosion"
 PRIMARY_REGION = "mouth_nose"

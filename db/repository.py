@@ -14,10 +14,27 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from db.records import (Appraisal, Calibration, FailureRecord, IntakeResult, Job, NewAppraisal,
-                        NewCalibration, NewPatient, NewPhoto, NewResultObject, NewStudy, Patient,
-                        PatientSummary, Photo, QueueCounts, ResultObject, Study, TimelineEntry,
-                        Transfer)
+from db.records import (
+    Appraisal,
+    Calibration,
+    FailureRecord,
+    IntakeResult,
+    Job,
+    NewAppraisal,
+    NewCalibration,
+    NewPatient,
+    NewPhoto,
+    NewResultObject,
+    NewStudy,
+    Patient,
+    PatientSummary,
+    Photo,
+    QueueCounts,
+    ResultObject,
+    Study,
+    TimelineEntry,
+    Transfer,
+)
 
 
 @runtime_checkable

@@ -21,12 +21,31 @@ from db import models as m
 from db import rules
 from db import sql_queries as q
 from db.engine import WRITE, create_engine_for
-from db.sql_work import WorkSpec, claim_next
 from db.errors import ConflictError, NotFoundError
-from db.records import (Appraisal, Calibration, FailureRecord,
-                        IntakeResult, Job, JobState, NewAppraisal, NewCalibration, NewPatient,
-                        NewPhoto, NewResultObject, NewStudy, Patient, PatientSummary, Photo,
-                        QueueCounts, ResultObject, Study, TimelineEntry, Transfer, TransferState)
+from db.records import (
+    Appraisal,
+    Calibration,
+    FailureRecord,
+    IntakeResult,
+    Job,
+    JobState,
+    NewAppraisal,
+    NewCalibration,
+    NewPatient,
+    NewPhoto,
+    NewResultObject,
+    NewStudy,
+    Patient,
+    PatientSummary,
+    Photo,
+    QueueCounts,
+    ResultObject,
+    Study,
+    TimelineEntry,
+    Transfer,
+    TransferState,
+)
+from db.sql_work import WorkSpec, claim_next
 from db.timeutil import as_utc, utc_now
 
 __all__ = ["SqlRepository", "create_engine_for"]

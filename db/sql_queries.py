@@ -7,8 +7,16 @@ from sqlalchemy.orm import Session
 
 from db import models as m
 from db import rules
-from db.records import (AppraisalStatus, FailureKind, FailureRecord, JobState, PatientSummary,
-                        QueueCounts, TimelineEntry, TransferState)
+from db.records import (
+    AppraisalStatus,
+    FailureKind,
+    FailureRecord,
+    JobState,
+    PatientSummary,
+    QueueCounts,
+    TimelineEntry,
+    TransferState,
+)
 
 
 def queue_counts(s: Session) -> QueueCounts:

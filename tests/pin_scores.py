@@ -20,16 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.adaptation import AdaptationSettings, adapt
 from pipeline.appraise import AppraisalSettings, appraise
-from pipeline.bundle import load_bundle
-from pipeline.fast_mode import NormalizationMode
-from pipeline.heatmaps import ErosionOrder
-from pipeline.inversion import InversionSettings, compute_w_stats, invert
-from pipeline.perceptual import load_lpips
-from pipeline.photo_io import load_photo
-from pipeline.stylegan2 import load_generator
-from service.model_store import make_demo_bundle
+from pipeline.compare.heatmaps import ErosionOrder
+from pipeline.models.bundle import load_bundle
+from pipeline.models.stylegan2 import load_generator
+from pipeline.normalize.adaptation import AdaptationSettings, adapt
+from pipeline.normalize.inversion import InversionSettings, compute_w_stats, invert
+from pipeline.normalize.perceptual import load_lpips
+from pipeline.normalize.schedules import NormalizationMode
+from pipeline.preprocess.photo_io import load_photo
+from service.runtime.model_store import make_demo_bundle
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 PHOTOS = ("obama.jpg", "biden.jpg")

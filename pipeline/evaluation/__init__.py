@@ -1,0 +1,1 @@
+"""Paper section 6 and the simulation study: synthetic defects for checking the score."""

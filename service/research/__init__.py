@@ -1,0 +1,1 @@
+"""Research tools: Table 1 evaluation, the simulation study, statistics, calibration to ratings."""

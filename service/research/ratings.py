@@ -1,0 +1,103 @@
+"""Longitudinal-record helpers behind the CLI: calibration inputs and stored reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+
+from db.records import AppraisalStatus, Calibration, NewCalibration, ResultKind
+from db.repository import Repository
+from pipeline.errors import PipelineError
+from pipeline.hashing import file_sha256
+from service.research.calibration import CalibrationFit, RatingRow
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+
+
+@dataclass(frozen=True)
+class ScoredRating:
+    photo: str
+    rating: float
+    score: float
+    model_identity: str
+
+
+def _stored_score(repository: Repository, uid: str) -> tuple[float, str]:
+    photo = repository.find_photo(uid)
+    if photo is None:
+        raise PipelineError(f"No photo with SOP Instance UID {uid} has been received.")
+    done = [a for a in repository.appraisals_for_photo(photo.id)
+            if a.status is AppraisalStatus.SUCCEEDED and a.primary_score is not None]
+    if not done:
+        raise PipelineError(f"The photo {uid} has no succeeded appraisal to calibrate with.")
+    latest = max(done, key=lambda a: a.created_at)
+    return latest.primary_score, latest.model_id_hash
+
+
+def scores_for_rows(repository: Repository, rows: Sequence[RatingRow], base: Path, *, bundle: str | None,
+                    demo: bool) -> list[ScoredRating]:
+    """The primary score of every rated photo: looked up for SOP Instance UIDs,
+    computed with the configured bundle for photo files. All must come from one model."""
+    scored: list[ScoredRating] = []
+    models = None
+    for row in rows:
+        if _UID.match(row.photo):
+            score, identity = _stored_score(repository, row.photo)
+        else:
+            if models is None:
+                models = _scorer(bundle, demo)
+            score, identity = models(base / row.photo)
+        scored.append(ScoredRating(row.photo, row.rating, score, identity))
+    identities = {s.model_identity for s in scored}
+    if len(identities) != 1:
+        raise PipelineError(f"The rated photos were scored with {len(identities)} different models; "
+                            "a calibration holds for one model only.")
+    return scored
+
+
+def _scorer(bundle: str | None, demo: bool):
+    import os
+
+    from pipeline.appraise import AppraisalSettings, appraise
+    from pipeline.preprocess.photo_io import load_photo
+    from service.config.settings import load_config
+    from service.runtime.app import appraisal_settings, load_service_bundle, resolve_device
+
+    config = load_config(os.environ, {"demo": demo or None, "bundle": bundle})
+    device = resolve_device(config)
+    models = load_service_bundle(config, device)
+    settings: AppraisalSettings = appraisal_settings(config, device)
+
+    def score(path: Path) -> tuple[float, str]:
+        result = appraise(load_photo(path), models, settings)
+        return result.primary_score, result.model.identity
+
+    return score
+
+
+def save_fit(repository: Repository, fit: CalibrationFit, scored: Sequence[ScoredRating], source: Path) -> Calibration:
+    return repository.save_calibration(NewCalibration(
+        slope=fit.slope, intercept=fit.intercept, slope_se=fit.slope_se, intercept_se=fit.intercept_se,
+        residual_sd=fit.residual_sd, n=fit.n, created_at=dt.datetime.now(dt.timezone.utc),
+        provenance={
+            "source": Path(source).name, "source_sha256": file_sha256(source),
+            "model_identity": scored[0].model_identity, "score_mean": fit.score_mean, "score_sxx": fit.score_sxx,
+            "pearson_r": fit.pearson_r,
+            "rows": [{"photo": s.photo, "rating": s.rating, "score": s.score} for s in scored],
+        },
+    ))
+
+
+def stored_report_pdf(repository: Repository, appraisal_id: int) -> bytes:
+    """The PDF report that was filed (and sent) for an appraisal."""
+    pdfs = [r for r in repository.result_objects_for(appraisal_id) if r.kind is ResultKind.ENCAPSULATED_PDF]
+    if not pdfs:
+        raise PipelineError(f"Appraisal {appraisal_id} has no stored PDF report.")
+    dataset = pydicom.dcmread(pdfs[-1].file_path)
+    length = int(dataset.get("EncapsulatedDocumentLength", len(dataset.EncapsulatedDocument)))
+    return bytes(dataset.EncapsulatedDocument[:length])

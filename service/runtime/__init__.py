@@ -1,0 +1,1 @@
+"""The running service: intake (listener rows), scoring workers, results, delivery, wiring."""

@@ -1,0 +1,203 @@
+"""The scoring worker: claim a job, appraise the photo, store scores, file results.
+
+A job whose photo the method cannot apply to (no face, not frontal, unreadable
+pixels, no Patient ID) fails for good with one sentence, and still gets a PDF
+that tells the clinician what happened. Unexpected errors are retried with
+backoff. A crashed worker's job is reclaimed when its lease expires; the rebuilt
+results have the same UIDs, and kinds already filed are not filed again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+
+from db.records import AppraisalStatus, Job, NewAppraisal, ScoreRow
+from db.repository import Repository
+from dicom.photo import decode_rgb
+from dicom.storage import DicomFileStore
+from pipeline.appraise import AppraisalResult, AppraisalSettings, WStatsCache, appraise
+from pipeline.compare.annotate import heatmap_on_photo
+from pipeline.compare.render import display_vmax
+from pipeline.errors import PipelineError
+from pipeline.models.bundle import ModelBundle
+from service.runtime.burn_in import compose_secondary_capture
+from service.runtime.results import build_results, file_results
+
+LOG = logging.getLogger("cleftscore.worker")
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """What the PDF builder gets for one job (``result`` None for a failed appraisal)."""
+
+    source: pydicom.Dataset
+    appraisal_id: int
+    result: AppraisalResult | None
+    photo_rgb: np.ndarray | None
+    overlay_on_photo: np.ndarray | None
+    failure_reason: str | None
+    created_at: dt.datetime
+    failure_code: str | None = None
+
+
+def crop_to_face(image: np.ndarray, quad: np.ndarray, margin: float = 0.1) -> np.ndarray:
+    """The part of ``image`` around the alignment square (plus ``margin`` of its size),
+    so that the face, not the whole photo, fills the Secondary Capture."""
+    low, high = quad.min(axis=0), quad.max(axis=0)
+    pad = (high - low) * margin
+    x0, y0 = np.maximum(np.floor(low - pad).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(high + pad).astype(int), [image.shape[1], image.shape[0]])
+    return np.ascontiguousarray(image[y0:y1, x0:x1])
+
+
+class JobFailed(Exception):
+    """A job that cannot succeed; ``code`` and the message are recorded."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AppraisalWorker:
+    """One worker thread's logic; dependencies are passed in, nothing is global."""
+
+    def __init__(self, *, worker_id: str, repository: Repository, bundle: ModelBundle,
+                 settings: AppraisalSettings, result_store: DicomFileStore, destinations: Sequence[str],
+                 uid_root: str, make_pdf: Callable[[ReportRequest], bytes], lease_s: float,
+                 clock: Callable[[], dt.datetime]) -> None:
+        self.worker_id = worker_id
+        self.repository = repository
+        self.bundle = bundle
+        self.settings = settings
+        self.result_store = result_store
+        self.destinations = tuple(destinations)
+        self.uid_root = uid_root
+        self.make_pdf = make_pdf
+        self.lease_s = lease_s
+        self.clock = clock
+        self.w_stats = WStatsCache()
+
+    def run(self, stop: threading.Event, idle_s: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:  # noqa: BLE001 - a worker must survive anything and retry later
+                LOG.exception("worker loop error", extra={"worker": self.worker_id})
+                worked = False
+            if not worked:
+                stop.wait(idle_s)
+
+    def run_once(self) -> bool:
+        """Claim and process one due job; False when none was due."""
+        job = self.repository.claim_job(self.worker_id, self.lease_s, now=self.clock())
+        if job is None:
+            return False
+        LOG.info("job claimed", extra={"job_id": job.id, "photo_id": job.photo_id, "attempt": job.attempts})
+        try:
+            self._process(job)
+        except JobFailed as failure:
+            self._fail_for_good(job, failure)
+        except Exception as error:  # noqa: BLE001 - recorded and retried with backoff
+            LOG.exception("job error; will retry", extra={"job_id": job.id})
+            self.repository.fail_job(job.id, self.worker_id, error_code="internal_error",
+                                     message=f"Internal error: {type(error).__name__}: {error}",
+                                     retryable=True, now=self.clock())
+        return True
+
+    # ------------------------------------------------------------------ steps
+    def _process(self, job: Job) -> None:
+        photo = self.repository.get_photo(job.photo_id)
+        problems = photo.attributes.get("intake_problems") or []
+        if problems:
+            raise JobFailed("intake", "The photo cannot be appraised: " + "; ".join(problems) + ".")
+        try:
+            source = pydicom.dcmread(photo.file_path)
+        except Exception as error:  # noqa: BLE001 - any parse failure is the file's fault
+            LOG.warning("stored file unreadable", extra={"job_id": job.id, "detail": str(error)})
+            raise JobFailed("unreadable_dicom_pixels", "The stored photo is not a readable DICOM file.") from error
+        try:
+            rgb = decode_rgb(source)
+        except PipelineError as error:
+            LOG.warning("pixel decoding failed", extra={"job_id": job.id, "detail": getattr(error, "detail", "")})
+            raise JobFailed(error.code, str(error)) from error
+        existing = self.repository.appraisal_for_job(job.id)
+        last_beat = [time.monotonic()]
+
+        def heartbeat(_progress) -> None:
+            if time.monotonic() - last_beat[0] > min(30.0, self.lease_s / 4):
+                self.repository.heartbeat(job.id, self.worker_id, self.lease_s, now=self.clock())
+                last_beat[0] = time.monotonic()
+
+        try:
+            result = appraise(rgb, self.bundle, self.settings, progress=heartbeat, w_stats_cache=self.w_stats)
+        except PipelineError as error:
+            raise JobFailed(error.code, str(error)) from error
+        appraisal_id = existing.id if existing else self._save_appraisal(job, result)
+        overlay = self._overlay(rgb, result)
+        created = self.clock()
+        pdf = self.make_pdf(ReportRequest(source, appraisal_id, result, rgb, overlay, None, created))
+        built = build_results(source, job_id=job.id, model=result.model, uid_root=self.uid_root,
+                              overlay=overlay, pdf=pdf, created_at=created)
+        file_results(self.repository, self.result_store, appraisal_id, built, self.destinations, self.clock)
+        self.repository.complete_job(job.id, self.worker_id, now=self.clock())
+        LOG.info("job succeeded", extra={"job_id": job.id, "appraisal_id": appraisal_id,
+                                         "score": round(result.primary_score, 4), "seconds": result.timings["total"]})
+
+    def _save_appraisal(self, job: Job, result: AppraisalResult) -> int:
+        rows = tuple(
+            ScoreRow(method=item.variant.method.value, processing=item.variant.processing.value,
+                     region=item.variant.region,
+                     erosion_order=item.variant.erosion_order.value if item.variant.erosion_order else None,
+                     adaptation=item.adaptation, score=item.variant.score)
+            for item in result.scores
+        )
+        record = self.repository.save_appraisal(NewAppraisal(
+            photo_id=job.photo_id, job_id=job.id, model_name=result.model.name, model_id_hash=result.model.identity,
+            non_clinical=result.model.non_clinical, status=AppraisalStatus.SUCCEEDED, created_at=self.clock(),
+            settings=result.settings.to_dict(), timings=result.timings, pose=result.preprocessing.pose.to_dict(),
+            scores=rows,
+        ), worker_id=self.worker_id)
+        return record.id
+
+    def _overlay(self, rgb: np.ndarray, result: AppraisalResult) -> np.ndarray:
+        pre = result.preprocessing
+        mask = pre.masks["mouth_nose"]
+        vmax = display_vmax(result.primary_heatmap, mask)
+        on_photo = crop_to_face(heatmap_on_photo(rgb, result.primary_heatmap, mask, pre.transform, vmax=vmax),
+                                pre.transform.quad)
+        caption = (f"PSE, YCbCr + 3x3 erosion, mouth/nose region, after model adaptation\n"
+                   f"Model {result.model.name} ({result.model.identity[:12]}); research use; see the PDF report")
+        return compose_secondary_capture(on_photo, score=result.primary_score, vmax=vmax, caption=caption,
+                                         non_clinical_label=result.model.label)
+
+    def _fail_for_good(self, job: Job, failure: JobFailed) -> None:
+        reason = str(failure)
+        LOG.warning("job failed", extra={"job_id": job.id, "error_code": failure.code})
+        existing = self.repository.appraisal_for_job(job.id)
+        if existing is None:
+            existing = self.repository.save_appraisal(NewAppraisal(
+                photo_id=job.photo_id, job_id=job.id, model_name=self.bundle.identity.name,
+                model_id_hash=self.bundle.identity.identity, non_clinical=self.bundle.identity.non_clinical,
+                status=AppraisalStatus.FAILED, created_at=self.clock(), failure_reason=reason,
+                settings=self.settings.to_dict(),
+            ), worker_id=self.worker_id)
+        try:
+            source = pydicom.dcmread(self.repository.get_photo(job.photo_id).file_path)
+            created = self.clock()
+            pdf = self.make_pdf(ReportRequest(source, existing.id, None, None, None, reason, created, failure.code))
+            built = build_results(source, job_id=job.id, model=self.bundle.identity, uid_root=self.uid_root,
+                                  overlay=None, pdf=pdf, created_at=created)
+            file_results(self.repository, self.result_store, existing.id, built, self.destinations, self.clock)
+        except Exception:  # noqa: BLE001 - the failure itself must still be recorded
+            LOG.exception("could not build the failure report", extra={"job_id": job.id})
+        self.repository.fail_job(job.id, self.worker_id, error_code=failure.code, message=reason,
+                                 retryable=False, now=self.clock())
+

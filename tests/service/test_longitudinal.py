@@ -1,0 +1,143 @@
+"""The longitudinal record: calibration, a patient's timeline, and the report of the
+third visit — photos sent through the running service (in process) by dcmtk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import numpy as np
+import pydicom
+import pytest
+from scipy import stats
+
+from service.cli.main import main
+from service.config.settings import load_config
+from service.research.calibration import fit_calibration
+
+
+def test_calibration_recovers_a_known_line():
+    rng = np.random.default_rng(7)
+    scores = rng.uniform(0.0, 5.0, 60)
+    ratings = np.clip(1.5 + 0.9 * scores + rng.normal(0, 0.15, scores.size), 1, 7)
+    fit = fit_calibration(scores, ratings)
+    reference = stats.linregress(scores, ratings)
+    assert fit.slope == pytest.approx(reference.slope) and fit.intercept == pytest.approx(reference.intercept)
+    assert fit.slope_se == pytest.approx(reference.stderr) and fit.intercept_se == pytest.approx(reference.intercept_stderr)
+    assert abs(fit.slope - 0.9) < 3 * fit.slope_se and abs(fit.intercept - 1.5) < 3 * fit.intercept_se
+    value, low, high = fit.predict(2.0)
+    assert low < 1.5 + 0.9 * 2.0 < high and value == pytest.approx(fit.intercept + 2 * fit.slope)
+    # Prediction intervals widen away from the mean score.
+    assert (fit.predict(10.0)[2] - fit.predict(10.0)[1]) > (high - low)
+
+
+def test_calibration_refuses_bad_input():
+    with pytest.raises(ValueError, match="at least 3"):
+        fit_calibration(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+    with pytest.raises(ValueError, match="1–7"):
+        fit_calibration(np.array([1.0, 2.0, 3.0]), np.array([3.0, 4.0, 9.0]))
+    with pytest.raises(ValueError, match="all scores are equal"):
+        fit_calibration(np.array([1.0, 1.0, 1.0]), np.array([3.0, 4.0, 5.0]))
+
+
+# Sent out of order; different real faces so that the scores differ.
+VISITS = [("20260301", "Post-op 2", "obama.jpg"), ("20240501", "Consultation", "biden.jpg"),
+          ("20250201", "Post-op 1", "two_people.jpg")]
+
+
+@pytest.fixture(scope="module")
+def service_with_three_visits(tmp_path_factory, faces_dir):
+    from service.runtime.app import start_service
+    from service.runtime.model_store import make_demo_bundle
+
+    root = tmp_path_factory.mktemp("svc")
+    env = {"CLEFTSCORE_DATA_DIR": str(root / "data"), "CLEFTSCORE_PORT": "0", "CLEFTSCORE_INVERSION_STEPS": "5",
+           "CLEFTSCORE_ADAPTATION_STEPS": "2", "CLEFTSCORE_DEVICE": "cpu", "CLEFTSCORE_TIMEZONE": "Europe/Berlin",
+           "CLEFTSCORE_DEMO": "1"}
+    config = load_config(env)
+    make_demo_bundle(config.models_dir, resolution=64)
+    service = start_service(config)
+    uids = []
+    try:
+        for index, (date, description, photo) in enumerate(VISITS):
+            dcm = root / f"visit{index}.dcm"
+            subprocess.run(["img2dcm", str(faces_dir / photo), str(dcm), "-k", "PatientID=P100",
+                            "-k", "PatientName=Test^Child", "-k", f"StudyDate={date}", "-k", "StudyTime=101500",
+                            "-k", f"StudyDescription={description}"], check=True, capture_output=True, timeout=60)
+            uids.append(str(pydicom.dcmread(dcm).SOPInstanceUID))
+            sent = subprocess.run(["storescu", "-xy", "-aec", config.ae_title, "127.0.0.1", str(service.port), str(dcm)],
+                                  capture_output=True, timeout=60)
+            assert sent.returncode == 0, sent.stderr
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            counts = service.repository.queue_counts()
+            if counts.jobs.get("succeeded", 0) + counts.jobs.get("failed", 0) == 3:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"jobs did not finish: {counts}")
+    finally:
+        service.stop()
+    return env, uids
+
+
+def run(env, monkeypatch, *args):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return main(list(args))
+
+
+def test_timeline_lists_visits_in_date_order(service_with_three_visits, monkeypatch, capsys, tmp_path):
+    env, _ = service_with_three_visits
+    plot = tmp_path / "trend.png"
+    assert run(env, monkeypatch, "timeline", "P100", "--json", "--plot", str(plot)) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["study_description"] for r in rows] == ["Consultation", "Post-op 1", "Post-op 2"]
+    assert [r["at"][:10] for r in rows] == ["2024-05-01", "2025-02-01", "2026-03-01"]
+    assert rows[0]["at"].endswith("+00:00") and rows[0]["change_since_baseline"] is None
+    assert rows[2]["change_since_baseline"] == pytest.approx(rows[2]["score"] - rows[0]["score"])
+    assert rows[2]["change_since_previous"] == pytest.approx(rows[2]["score"] - rows[1]["score"])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run(env, monkeypatch, "patients") == 0
+    assert "P100" in capsys.readouterr().out
+
+
+def test_report_of_the_third_visit(service_with_three_visits, monkeypatch, capsys, tmp_path):
+    env, _ = service_with_three_visits
+    assert run(env, monkeypatch, "timeline", "P100", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    last_processed = max(rows, key=lambda r: r["appraisal_id"])  # the third photo sent: "Post-op 1", 2025
+    pdf = tmp_path / "report.pdf"
+    assert run(env, monkeypatch, "report", str(last_processed["appraisal_id"]), "--out", str(pdf)) == 0
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, timeout=60, check=True).stdout.decode()
+    assert "P100" in text and "01 Feb 2025" in text
+    assert f"{last_processed['score']:.2f}".replace("-", "\u2212") in text  # typographic minus
+    assert "DEMO" in text
+    trend = text[text.index("Score over time"):]
+    dates = [trend.index(d) for d in ("01 May 2024", "01 Feb 2025", "01 Mar 2026") if d in trend]
+    assert len(dates) == 3 and dates == sorted(dates), "the visit table lists all three visits in date order"
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(pdf), str(tmp_path / "page")], check=True, timeout=60)
+    from PIL import Image
+
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert pages
+    for page in pages:
+        pixels = np.asarray(Image.open(page).convert("L"), dtype=float)
+        assert pixels.std() > 10 and (pixels < 200).mean() > 0.01, f"{page.name} looks blank"
+
+
+def test_calibrate_from_stored_appraisals(service_with_three_visits, monkeypatch, capsys, tmp_path):
+    env, uids = service_with_three_visits
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("photo,rating\n" + "".join(f"{uid},{r}\n" for uid, r in zip(uids, (2.0, 5.5, 3.0))))
+    assert run(env, monkeypatch, "calibrate", str(ratings)) == 0
+    output = capsys.readouterr()
+    assert "rating ≈" in output.out and "n = 3" in output.out
+    assert run(env, monkeypatch, "timeline", "P100", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert all(r["calibrated"] is not None and r["calibrated"]["low"] < r["calibrated"]["high"] for r in rows)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("photo,rating\n" + "".join(f"{uid},9\n" for uid in uids))
+    assert run(env, monkeypatch, "calibrate", str(bad)) == 2
+    assert "1–7" in capsys.readouterr().err
