@@ -211,7 +211,7 @@ def adapt(
             working.requires_grad_(False)
             with torch.no_grad():
                 image, distance, l2 = adaptation_objective(working, lpips_model, lpips_target, target, w_fixed,
-                                                           noise_fixed, lpips_side, engine.EXACT.synthesis_impl(1))
+                                                           noise_fixed, lpips_side, EXACT.synthesis_impl(1))
                 total = settings.lpips_weight * distance.to(l2.dtype) + settings.l2_weight * l2
             records = torch.stack(history).cpu().tolist()
             results.append(AdaptationResult(
