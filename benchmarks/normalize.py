@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.normalize --res 256 --steps 20 --device cpu [--adapt-steps 10]
         [--lpips-net vgg] [--config f|small] [--threads N]
 
+The one optimisation loop in its default (exact float32) settings, one photo.
 Random weights (compute does not depend on the values): ``--config f`` is the
 official FFHQ config-f layout at the given resolution (z = w = 512, 8 mapping
 layers, channel_base 32768, channel_max 512); ``small`` is the demo bundle's. LPIPS
@@ -66,7 +67,7 @@ def main() -> None:
     invert(G, target, lpips_model, InversionSettings(steps=2, w_avg_samples=2000), w_stats=stats, device=device)  # warm-up
     sync()
     start = time.perf_counter()
-    inversion = invert(G, target, lpips_model, settings, w_stats=stats, device=device)
+    (inversion,) = invert(G, target, lpips_model, settings, w_stats=stats, device=device)
     sync()
     inversion_ms = (time.perf_counter() - start) / args.steps * 1000
     start = time.perf_counter()

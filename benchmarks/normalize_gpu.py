@@ -13,16 +13,18 @@ timing   per variant (see VARIANTS): ms per inversion and adaptation step (diffe
          seconds per photo for 2000 + 50 steps, peak GPU memory; then photos per
          minute for batches of ``--batch-sizes`` photos with ``--throughput-variant``,
          and the FAST schedule's seconds per photo.
-guard    the float32 reference ("exact" engine, batched; shown equal to the plain
-         reference loop on one target in the same run) against ``--guard-variants``
+guard    the float32 reference (the "exact" rewrites, batched; shown equal to the default
+         settings, the reference arithmetic, on one target in the same run) against ``--guard-variants``
          on ``--guard-targets`` targets with the same seeds: final LPIPS (mean
          within ``--lpips-tolerance``) and scores (max |ΔS|, Pearson r >= ``--min-r``).
 fast     the FAST schedule with ``--fast-variant`` against the float32 paper protocol on
          the same targets: score agreement (goal r >= 0.98); with ``--seed-baseline`` also
          the paper protocol with another seed, for how much scores move by chance alone.
 
-The "reference" variant is the plain code path (performance=None) in strict IEEE float32
-(TF32 off): the straightforward baseline. Without --smoke it needs CUDA.
+The "reference" variant is the default PerformanceSettings() of the one loop: the reference
+arithmetic in strict IEEE float32 (TF32 off), the straightforward baseline; "exact" adds the
+exact rewrites (cheaper convolution forms, depthwise FIR, grouped noise regulariser, fused
+Adam). Without --smoke it needs CUDA.
 """
 
 from __future__ import annotations
@@ -43,22 +45,21 @@ import torch
 from benchmarks import normalize_gpu_quality as quality
 from pipeline.models.stylegan2 import GeneratorConfig, build_generator
 from pipeline.normalize.adaptation import AdaptationSettings, adapt
-from pipeline.normalize.batch_adaptation import adapt_batch
-from pipeline.normalize.batch_inversion import invert_batch
-from pipeline.normalize.engine import PerformanceSettings, numerics, tf32_flags
+from pipeline.normalize.engine import PerformanceSettings, tf32_flags
 from pipeline.normalize.inversion import InversionSettings, compute_w_stats, invert
 from pipeline.normalize.perceptual import load_lpips
 from pipeline.normalize.schedules import FastSchedule
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_INVERSION_STEPS, PAPER_ADAPTATION_STEPS = 2000, 50
-_CL = PerformanceSettings(channels_last=True, cudnn_benchmark=True)
+_EXACT = PerformanceSettings(conv_form="auto", fir_impl="depthwise", group_noise_maps=True, fused_adam=True)
+_CL = replace(_EXACT, channels_last=True, cudnn_benchmark=True)
 _TF32 = replace(_CL, tf32=True)
 _BF16 = replace(_TF32, autocast="bf16")
 #: Each adds one thing to the one above it (fuse = FIR folded into the up-convolution kernel).
-VARIANTS: dict[str, PerformanceSettings | None] = {
-    "reference": None,
-    "exact": PerformanceSettings(),
+VARIANTS: dict[str, PerformanceSettings] = {
+    "reference": PerformanceSettings(),
+    "exact": _EXACT,
     "exact-cl": _CL,
     "exact-cl-fuse": replace(_CL, fuse_upsampling=True),
     "tf32": _TF32,
@@ -90,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--guard-batch", type=int, default=8)
     p.add_argument("--guard-inversion-steps", type=int, default=None, help="default 2000 (smoke 6)")
     p.add_argument("--guard-adaptation-steps", type=int, default=None, help="default 50 (smoke 2)")
-    p.add_argument("--check-steps", type=int, default=None, help="reference loop vs exact engine, default 20")
+    p.add_argument("--check-steps", type=int, default=None, help="default settings vs exact rewrites, default 20")
     p.add_argument("--lpips-tolerance", type=float, default=0.02)
     p.add_argument("--min-r", type=float, default=0.98)
     p.add_argument("--fast-variant", default=None, help="default bf16-compile (smoke bf16)")
@@ -124,10 +125,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def variant(name: str, smoke: bool) -> PerformanceSettings | None:
+def variant(name: str, smoke: bool) -> PerformanceSettings:
     """The named settings; on the CPU smoke run compile uses aot_eager (inductor needs minutes there)."""
     settings = VARIANTS[name]
-    if smoke and settings is not None and settings.compile:
+    if smoke and settings.compile:
         settings = replace(settings, compile_backend="aot_eager", compile_mode="default")
     return settings
 
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
               "environment": environment(device), "generator_config": config.to_json_dict(),
               "lpips": {"net": args.lpips_net, "backbone": "random (compute only)", "side": 256},
               "protocol": {"inversion_steps": PAPER_INVERSION_STEPS, "adaptation_steps": PAPER_ADAPTATION_STEPS},
-              "variants": {n: (s.to_dict() if s else "plain reference code, IEEE float32") for n, s in VARIANTS.items()},
+              "variants": {n: s.to_dict() for n, s in VARIANTS.items()},
               "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     sections = _names(args.sections)
     _write(out, record)
@@ -205,7 +206,7 @@ def timing_section(args, context, record: dict, out: Path) -> dict:
     return section
 
 
-def time_variant(args, context, targets: torch.Tensor, settings: PerformanceSettings | None, batch: int) -> dict:
+def time_variant(args, context, targets: torch.Tensor, settings: PerformanceSettings, batch: int) -> dict:
     """ms per step (long minus short run), setup seconds, protocol seconds per photo, peak memory."""
     G, lpips_model, w_stats, device = context
     if device.type == "cuda":
@@ -258,11 +259,11 @@ def guard_section(args, context, targets, region, record: dict, out: Path) -> tu
     adaptation = AdaptationSettings(steps=args.guard_adaptation_steps)
     section: dict = {"targets": int(targets.shape[0]), "inversion_steps": inversion.steps,
                      "adaptation_steps": adaptation.steps, "batch_size": args.guard_batch}
-    print("[guard] reference loop vs exact engine ...", flush=True)
+    print("[guard] default settings vs exact rewrites ...", flush=True)
     section["reference_loop_vs_exact_engine"] = quality.reference_vs_engine(G, lpips_model, targets[:1], w_stats,
-                                                                            args.check_steps, device)
-    print("[guard] float32 reference (exact engine) ...", flush=True)
-    exact = quality.with_batch(PerformanceSettings(), args.guard_batch)
+                                                                            args.check_steps, device, VARIANTS["exact"])
+    print("[guard] float32 reference (exact rewrites) ...", flush=True)
+    exact = quality.with_batch(VARIANTS["exact"], args.guard_batch)
     reference = quality.run_protocol(G, lpips_model, targets, region, w_stats, inversion, adaptation, exact, device)
     section["reference"] = reference.to_dict()
     section["candidates"] = {}
@@ -289,7 +290,7 @@ def fast_section(args, context, targets, region, reference: quality.ProtocolRun 
     adaptation = AdaptationSettings(steps=args.guard_adaptation_steps)
     if reference is None:
         print("[fast] float32 paper reference ...", flush=True)
-        exact = quality.with_batch(PerformanceSettings(), args.guard_batch)
+        exact = quality.with_batch(VARIANTS["exact"], args.guard_batch)
         reference = quality.run_protocol(G, lpips_model, targets, region, w_stats, inversion, adaptation, exact, device)
     settings = quality.with_batch(variant(args.fast_variant, args.smoke), args.guard_batch)
     schedule = FastSchedule()
@@ -309,7 +310,7 @@ def fast_section(args, context, targets, region, reference: quality.ProtocolRun 
         print("[fast] paper protocol with another seed ...", flush=True)
 
         def seed_baseline() -> dict:
-            exact = quality.with_batch(PerformanceSettings(), args.guard_batch)
+            exact = quality.with_batch(VARIANTS["exact"], args.guard_batch)
             other = quality.run_protocol(G, lpips_model, targets, region, w_stats, inversion, adaptation, exact,
                                          device, seed=quality.SEED + 1)
             return {**quality.compare_runs(reference, other, args.lpips_tolerance, args.min_r), "seed": quality.SEED + 1,
@@ -337,20 +338,14 @@ def environment(device: torch.device) -> dict:
 def _invert(context, targets, steps, settings, max_resolution=None):
     G, lpips_model, w_stats, device = context
     inversion = InversionSettings(steps=steps, w_avg_samples=w_stats.samples)
-    if settings is None:
-        with numerics(PerformanceSettings()):
-            return invert(G, targets, lpips_model, inversion, w_stats=w_stats, device=device)
-    return invert_batch(G, targets, lpips_model, inversion, w_stats=w_stats, device=device, performance=settings,
-                        max_resolution=max_resolution)
+    return invert(G, targets, lpips_model, inversion, w_stats=w_stats, device=device, performance=settings,
+                  max_resolution=max_resolution)
 
 
 def _adapt(context, target, w, noise, steps, settings):
     G, lpips_model, _, device = context
-    adaptation = AdaptationSettings(steps=steps)
-    if settings is None:
-        with numerics(PerformanceSettings()):
-            return adapt(G, target, w, noise, lpips_model, adaptation, device=device)
-    return adapt_batch(G, target, w, noise, lpips_model, adaptation, device=device, performance=settings)
+    return adapt(G, target, w, noise, lpips_model, AdaptationSettings(steps=steps), device=device,
+                 performance=settings)
 
 
 def _step_timer(args, device: torch.device, run, steps: int | None = None) -> dict:

@@ -20,10 +20,8 @@ from pipeline.compare.colour import rgb_uint8_to_ycbcr
 from pipeline.compare.heatmaps import ErosionOrder, compare_with_erosion, pse_heatmap
 from pipeline.compare.scoring import masked_score
 from pipeline.normalize.adaptation import AdaptationSettings, adapt
-from pipeline.normalize.batch_adaptation import adapt_batch
-from pipeline.normalize.batch_inversion import invert_many
-from pipeline.normalize.engine import PerformanceSettings, numerics
-from pipeline.normalize.inversion import InversionSettings, WStats, invert
+from pipeline.normalize.engine import EXACT, PerformanceSettings, numerics
+from pipeline.normalize.inversion import InversionSettings, WStats, invert, invert_many
 from pipeline.normalize.perceptual import LpipsModel, lpips_distance
 from pipeline.normalize.schedules import FastSchedule, invert_fast, score_agreement
 
@@ -85,44 +83,35 @@ def run_protocol(
     w_stats: WStats,
     inversion: InversionSettings,
     adaptation: AdaptationSettings,
-    performance: PerformanceSettings | None,
+    performance: PerformanceSettings,
     device: torch.device,
     schedule: FastSchedule | None = None,
     seed: int = SEED,
 ) -> ProtocolRun:
-    """Inversion + adaptation of every target (batched unless ``performance`` is None), then scores.
+    """Inversion + adaptation of every target (in batches of ``performance.batch_size``), then scores.
 
-    ``performance`` None: the reference code, photo by photo, in strict float32.
     ``schedule``: the FAST inversion instead of the paper's. ``seed``: every photo's RNG seed.
     """
     count = int(targets.shape[0])
     generators = [torch.Generator().manual_seed(seed) for _ in range(count)]
     _sync(device)
     started = time.perf_counter()
-    if performance is None:
-        with numerics(PerformanceSettings()):
-            inversions = [invert(G, targets[i : i + 1], lpips_model, inversion, w_stats=w_stats,
-                                 generator=generators[i], device=device) for i in range(count)]
-            adaptations = [adapt(G, targets[i : i + 1], inversions[i].w, inversions[i].noise, lpips_model,
-                                 adaptation, device=device) for i in range(count)]
+    if schedule is None:
+        inversions = invert_many(G, targets, lpips_model, inversion, performance=performance,
+                                 generators=generators, w_stats=w_stats, device=device)
     else:
-        if schedule is None:
-            inversions = invert_many(G, targets, lpips_model, inversion, performance=performance,
-                                     generators=generators, w_stats=w_stats, device=device)
-        else:
-            inversions = []
-            for first in range(0, count, performance.batch_size):
-                chunk = slice(first, min(first + performance.batch_size, count))
-                inversions.extend(invert_fast(G, targets[chunk], lpips_model, inversion, schedule, w_stats=w_stats,
-                                              generators=generators[chunk], device=device, performance=performance))
-        ws = torch.cat([r.w for r in inversions])
-        noise = {name: torch.cat([r.noise[name] for r in inversions]) for name in inversions[0].noise}
-        adaptations = adapt_batch(G, targets, ws, noise, lpips_model, adaptation, device=device,
-                                  performance=performance)
+        inversions = []
+        for first in range(0, count, performance.batch_size):
+            chunk = slice(first, min(first + performance.batch_size, count))
+            inversions.extend(invert_fast(G, targets[chunk], lpips_model, inversion, schedule, w_stats=w_stats,
+                                          generators=generators[chunk], device=device, performance=performance))
+    ws = torch.cat([r.w for r in inversions])
+    noise = {name: torch.cat([r.noise[name] for r in inversions]) for name in inversions[0].noise}
+    adaptations = adapt(G, targets, ws, noise, lpips_model, adaptation, device=device, performance=performance)
     _sync(device)
     seconds = time.perf_counter() - started
     columns: tuple[list[float], ...] = ([], [], [], [])
-    with torch.no_grad(), numerics(PerformanceSettings()):
+    with torch.no_grad(), numerics(EXACT):
         for i in range(count):
             target = targets[i : i + 1]
             aligned = to_uint8(target)
@@ -156,14 +145,14 @@ def compare_runs(reference: ProtocolRun, candidate: ProtocolRun, lpips_tolerance
 
 
 def reference_vs_engine(G: torch.nn.Module, lpips_model: LpipsModel, target: torch.Tensor, w_stats: WStats,
-                        steps: int, device: torch.device) -> dict:
-    """The reference loop against the exact engine (PerformanceSettings()) on one target: how far apart."""
+                        steps: int, device: torch.device, engine: PerformanceSettings) -> dict:
+    """The default settings (the reference arithmetic) against ``engine`` (exact rewrites) on one target
+    [1, 3, S, S]: how far apart."""
     settings = InversionSettings(steps=steps, w_avg_samples=w_stats.samples)
-    with numerics(PerformanceSettings()):
-        plain = invert(G, target, lpips_model, settings, w_stats=w_stats,
-                       generator=torch.Generator().manual_seed(SEED), device=device)
-    engine = invert(G, target, lpips_model, settings, w_stats=w_stats, generator=torch.Generator().manual_seed(SEED),
-                    device=device, performance=PerformanceSettings())
+    (plain,) = invert(G, target, lpips_model, settings, w_stats=w_stats,
+                      generators=[torch.Generator().manual_seed(SEED)], device=device)
+    (engine,) = invert(G, target, lpips_model, settings, w_stats=w_stats,
+                       generators=[torch.Generator().manual_seed(SEED)], device=device, performance=engine)
     return {
         "steps": steps,
         "max_abs_w_difference": float((plain.w - engine.w).abs().max()),

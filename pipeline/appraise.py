@@ -17,7 +17,7 @@ from pipeline.compare.heatmaps import ErosionOrder
 from pipeline.compare.scoring import VariantScore, score_all_variants
 from pipeline.models.bundle import ModelBundle, ModelIdentity
 from pipeline.normalize.adaptation import AdaptationSettings, adapt
-from pipeline.normalize.engine import PerformanceSettings
+from pipeline.normalize.engine import EXACT, PerformanceSettings
 from pipeline.normalize.inversion import InversionSettings, WStats, compute_w_stats
 from pipeline.normalize.schedules import FastSchedule, NormalizationMode, invert_in_mode
 from pipeline.preprocess.steps import PreprocessResult, PreprocessSettings, preprocess
@@ -34,8 +34,8 @@ class AppraisalSettings:
     ``preprocess.output_size`` is replaced by the generator's resolution.
     ``lpips_heatmaps``: also compute the LPIPS variants (slow on CPU at 1024²).
     ``mode``: PAPER (method.md 2a as published) or FAST (:mod:`pipeline.normalize.schedules`,
-    within ``inversion.steps``). ``performance``: None runs the reference code; settings
-    run the optimised engine (:mod:`pipeline.normalize.engine`).
+    within ``inversion.steps``). ``performance``: how the optimisation loops' arithmetic runs
+    (:mod:`pipeline.normalize.engine`; the default is the exact float32 path).
     """
 
     preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
@@ -46,7 +46,7 @@ class AppraisalSettings:
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
     mode: NormalizationMode = NormalizationMode.PAPER
-    performance: PerformanceSettings | None = None
+    performance: PerformanceSettings = EXACT
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, NormalizationMode):
@@ -55,8 +55,8 @@ class AppraisalSettings:
             except ValueError:
                 raise ValueError(f"mode must be one of {[m.value for m in NormalizationMode]}, "
                                  f"got {self.mode!r}") from None
-        if self.performance is not None and not isinstance(self.performance, PerformanceSettings):
-            raise TypeError(f"performance must be None or PerformanceSettings, got {type(self.performance).__name__}")
+        if not isinstance(self.performance, PerformanceSettings):
+            raise TypeError(f"performance must be PerformanceSettings, got {type(self.performance).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON record of the settings, stored with every appraisal.
@@ -68,7 +68,7 @@ class AppraisalSettings:
         if self.mode is not NormalizationMode.PAPER:
             record["mode"] = self.mode.value
             record["fast_schedule"] = FastSchedule().to_dict()
-        if self.performance is not None:
+        if self.performance != EXACT:
             record["performance"] = self.performance.to_dict()
         return record
 
@@ -221,14 +221,14 @@ def normalize_aligned(
 
     mark = time.perf_counter()
     rng = torch.Generator(device="cpu").manual_seed(settings.inversion.seed)
-    inversion = invert_in_mode(settings.mode, bundle.generator, target, bundle.lpips, settings.inversion,
-                               w_stats=w_stats, generator=rng, device=device, dtype=settings.dtype,
-                               performance=settings.performance, progress=progress)
+    (inversion,) = invert_in_mode(settings.mode, bundle.generator, target, bundle.lpips, settings.inversion,
+                                  w_stats=w_stats, generators=[rng], device=device, dtype=settings.dtype,
+                                  performance=settings.performance, progress=progress)
     timings["inversion"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    adaptation = adapt(bundle.generator, target, inversion.w, inversion.noise, bundle.lpips, settings.adaptation,
-                       device=device, dtype=settings.dtype, progress=progress, performance=settings.performance)
+    (adaptation,) = adapt(bundle.generator, target, inversion.w, inversion.noise, bundle.lpips, settings.adaptation,
+                          device=device, dtype=settings.dtype, progress=progress, performance=settings.performance)
     timings["adaptation"] = time.perf_counter() - mark
 
     inverted = tensor_to_image(inversion.image)

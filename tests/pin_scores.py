@@ -3,7 +3,8 @@
 Run from the repository root: ``.venv/bin/python -m tests.pin_scores tests/data/pinned_scores.json``.
 The file in tests/data was written by this script at commit 18ee6b6 (main before the
 layout of issue "1/7"), on the 2-core x86-64 CI machine, with one torch thread. Later
-commits adapted the imports only; tests/test_pinned_scores.py compares today's code with it.
+commits adapted the imports and calls only; tests/pipeline/test_pinned_scores.py compares today's
+code with it.
 
 Cases: the deterministic demo bundle at 64² (seed 0) on two real photos, in paper and
 fast mode, both erosion orders; and the shared StyleGAN2-ADA fixture (32²) with LPIPS on a
@@ -63,8 +64,9 @@ def fixture_case() -> dict:
         target = G(z, noise="const").clamp(-1, 1)
     settings = InversionSettings(steps=40, w_avg_samples=1000)
     stats = compute_w_stats(G, settings.w_avg_samples, settings.w_stats_seed)
-    inversion = invert(G, target, lpips_model, settings, w_stats=stats, device="cpu")
-    adaptation = adapt(G, target, inversion.w, inversion.noise, lpips_model, AdaptationSettings(steps=10), device="cpu")
+    (inversion,) = invert(G, target, lpips_model, settings, w_stats=stats, device="cpu")
+    (adaptation,) = adapt(G, target, inversion.w, inversion.noise, lpips_model, AdaptationSettings(steps=10),
+                          device="cpu")
     return {
         "w_std": stats.w_std,
         "inversion_losses": [s.total for s in inversion.losses],

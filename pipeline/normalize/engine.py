@@ -1,14 +1,29 @@
-"""How the normalisation runs fast, without changing what it computes (beyond rounding).
+"""How the normalisation's one optimisation loop runs: :class:`PerformanceSettings`.
 
-:class:`PerformanceSettings` selects the optimisations of the batched engine
-(:mod:`pipeline.normalize.batch_inversion`, :mod:`pipeline.normalize.batch_adaptation`); ``None`` where a
-function takes ``performance`` means the plain reference code path. Precision choices
-(TF32, bf16/fp16 autocast) change rounding and must pass the quality guard of
-``benchmarks/normalize_gpu.py`` before clinical use; the others are exact rewrites.
+:func:`pipeline.normalize.inversion.invert` and :func:`pipeline.normalize.adaptation.adapt`
+take these settings (the way stylegan2-ada's ops take ``impl=``); they choose how the
+arithmetic runs, never what is optimised. Three kinds:
+
+* exact (bitwise the reference arithmetic): the defaults and ``cache_target_features``
+  (the target's LPIPS features computed once: the same operations on the same values).
+  With the defaults a single photo reproduces the reference loops
+  (tests/pipeline/normalize/oracles.py) bit for bit on the CPU.
+* rewrites (the same function, summed in another order: results agree to float32
+  rounding, which Adam can grow to ~1e-3 in single latent values): ``conv_form``,
+  ``fir_impl``, ``fuse_upsampling``, ``channels_last``, ``group_noise_maps``,
+  ``fused_adam``, ``compile``, ``cudnn_benchmark`` (cuDNN may pick other algorithms), and
+  ``batch_size`` > 1 (photos inverted together by
+  :func:`pipeline.normalize.inversion.invert_many`: batched kernels).
+* precision (changes what is computed to lower precision): ``tf32`` and ``autocast``
+  ("bf16"/"fp16"); they must pass the quality guard of ``benchmarks/normalize_gpu.py``
+  before clinical use.
+
+The defaults are the exact float32 path: no autocast, TF32 off (IEEE float32 on CUDA
+too, where PyTorch would otherwise allow TF32 convolutions), no compile.
 
 :func:`numerics` applies the process-wide TF32 and cuDNN flags for the duration of a
-``with`` block and restores them afterwards. The flags are process-wide: other threads
-computing at the same time see them too.
+``with`` block and restores them afterwards (the loops do so on CUDA only). The flags are
+process-wide: other threads computing on CUDA at the same time see them too.
 """
 
 from __future__ import annotations
@@ -20,8 +35,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from pipeline.models.stylegan2.fast_synthesis import CONV_FORMS, FastSynthesis
-from pipeline.models.stylegan2.networks import SynthesisNetwork
+from pipeline.models.stylegan2.networks import CONV_FORMS, SynthesisImpl
+from pipeline.models.stylegan2.ops import FIR_IMPLS
 
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: torch.compile modes; "reduce-overhead" replays CUDA graphs (CUDA only).
@@ -32,7 +47,7 @@ Fn = TypeVar("Fn", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class PerformanceSettings:
-    """Optimisations of the normalisation engine.
+    """How the optimisation loops run (see the module text for which settings are exact).
 
     Attributes:
         tf32: TF32 Tensor Cores for float32 matmuls and cuDNN convolutions (CUDA);
@@ -40,12 +55,15 @@ class PerformanceSettings:
         autocast: None, "bf16" or "fp16": run convolutions and matmuls in that type
             (parameters, optimiser, losses and the RGB image stay float32). fp16 uses
             dynamic loss scaling, which may skip a step whose gradients overflow.
-        channels_last: NHWC activations.
+        channels_last: NHWC activations in the synthesis and into LPIPS.
         compile: wrap each step's objective in ``torch.compile`` (``compile_mode``, ``compile_backend``).
         cache_target_features: compute the target's LPIPS features once per photo (exact).
-        batch_size: photos optimised together by :func:`pipeline.normalize.batch_inversion.invert_many`.
-        conv_form: modulated-convolution form, see :mod:`pipeline.models.stylegan2.fast_synthesis`.
-        fuse_upsampling: fold the FIR filter into the up-convolution's kernel.
+        batch_size: photos optimised together by :func:`pipeline.normalize.inversion.invert_many`.
+        conv_form: modulated-convolution form, one of
+            :data:`pipeline.models.stylegan2.networks.CONV_FORMS` ("reference": the reference's).
+        fir_impl: FIR resampling, one of :data:`pipeline.models.stylegan2.ops.FIR_IMPLS`.
+        fuse_upsampling: fold the FIR filter into the up-convolution's kernel (needs conv_form != "reference").
+        group_noise_maps: the noise regulariser handles all maps of one size together (fewer kernels).
         cudnn_benchmark: let cuDNN time its algorithms for each new shape.
         fused_adam: the single-kernel Adam on CUDA (same formula).
         compile_mode, compile_backend: passed to ``torch.compile``.
@@ -57,16 +75,18 @@ class PerformanceSettings:
     compile: bool = False
     cache_target_features: bool = True
     batch_size: int = 1
-    conv_form: str = "auto"
+    conv_form: str = "reference"
+    fir_impl: str = "reference"
     fuse_upsampling: bool = False
+    group_noise_maps: bool = False
     cudnn_benchmark: bool = False
-    fused_adam: bool = True
+    fused_adam: bool = False
     compile_mode: str = "default"
     compile_backend: str = "inductor"
 
     def __post_init__(self) -> None:
         for name in ("tf32", "channels_last", "compile", "cache_target_features", "fuse_upsampling",
-                     "cudnn_benchmark", "fused_adam"):
+                     "group_noise_maps", "cudnn_benchmark", "fused_adam"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"PerformanceSettings.{name} must be a bool, got {getattr(self, name)!r}")
         if self.autocast is not None and self.autocast not in AUTOCAST_DTYPES:
@@ -76,6 +96,10 @@ class PerformanceSettings:
             raise ValueError(f"PerformanceSettings.batch_size must be an int >= 1, got {self.batch_size!r}")
         if self.conv_form not in CONV_FORMS:
             raise ValueError(f"PerformanceSettings.conv_form must be one of {CONV_FORMS}, got {self.conv_form!r}")
+        if self.fir_impl not in FIR_IMPLS:
+            raise ValueError(f"PerformanceSettings.fir_impl must be one of {FIR_IMPLS}, got {self.fir_impl!r}")
+        if self.fuse_upsampling and self.conv_form == "reference":
+            raise ValueError("PerformanceSettings.fuse_upsampling needs a conv_form other than 'reference'")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"PerformanceSettings.compile_mode must be one of {COMPILE_MODES}, "
                              f"got {self.compile_mode!r}")
@@ -90,19 +114,36 @@ class PerformanceSettings:
     def uses_cuda_graphs(self) -> bool:
         return self.compile and self.compile_backend == "inductor" and self.compile_mode == "reduce-overhead"
 
+    def synthesis_impl(self, batch: int) -> SynthesisImpl:
+        """The synthesis forms these settings choose, resolved for ``batch`` samples."""
+        return SynthesisImpl(conv_form=self.conv_form, fir=self.fir_impl, fuse_upsampling=self.fuse_upsampling,
+                             channels_last=self.channels_last).for_batch(batch)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def check_precision(settings: PerformanceSettings, dtype: torch.dtype) -> None:
-    """Autocast mixes with float32 parameters only."""
+#: The exact float32 path (the defaults).
+EXACT = PerformanceSettings()
+
+
+def check_settings(settings: PerformanceSettings, dtype: torch.dtype) -> None:
+    """``settings`` must be PerformanceSettings; autocast mixes with float32 parameters only."""
+    if not isinstance(settings, PerformanceSettings):
+        raise TypeError(f"performance must be PerformanceSettings, got {type(settings).__name__}")
     if settings.autocast is not None and dtype != torch.float32:
         raise ValueError(f"autocast={settings.autocast!r} needs dtype float32, got {dtype}")
 
 
 @contextlib.contextmanager
-def numerics(settings: PerformanceSettings) -> Iterator[None]:
-    """Set TF32 (matmul and cuDNN convolution) and cudnn.benchmark as ``settings`` say; restore on exit."""
+def numerics(settings: PerformanceSettings, device: torch.device | None = None) -> Iterator[None]:
+    """Set TF32 (matmul and cuDNN convolution) and cudnn.benchmark as ``settings`` say; restore on exit.
+
+    With a ``device`` that is not CUDA nothing is touched (the flags act on CUDA only).
+    """
+    if device is not None and torch.device(device).type != "cuda":
+        yield
+        return
     saved = _tf32_state()
     saved_benchmark = torch.backends.cudnn.benchmark
     try:
@@ -138,16 +179,22 @@ def grad_scaler(settings: PerformanceSettings, device: torch.device) -> torch.am
 
 def adam(params: list[torch.Tensor], lr: float, settings: PerformanceSettings, device: torch.device,
          betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
-    """Adam as in the reference path; the fused CUDA kernel when asked for."""
+    """Adam as the reference projector runs it; the fused CUDA kernel when asked for."""
     if settings.fused_adam and device.type == "cuda":
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
     return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
-def fast_synthesis(synthesis: SynthesisNetwork, settings: PerformanceSettings) -> FastSynthesis:
-    """The optimised forward of ``synthesis`` (shares its parameters)."""
-    return FastSynthesis(synthesis, conv_form=settings.conv_form, fuse_upsampling=settings.fuse_upsampling,
-                         channels_last=settings.channels_last)
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler | None) -> None:
+    """Backpropagate ``loss`` and step ``optimizer``, through the fp16 loss scaler when there is one."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def memory_format(x: torch.Tensor, settings: PerformanceSettings) -> torch.Tensor:

@@ -1,4 +1,9 @@
-"""The fast normalisation mode: a coarse-to-fine inversion schedule, and how to check it.
+"""The normalisation modes: which inversion schedule runs, and how to check the fast one.
+
+A mode means one thing: the schedule of Algorithm 1's steps. It does not choose the
+arithmetic (that is :class:`~pipeline.normalize.engine.PerformanceSettings`, the same in
+both modes, exact float32 by default), and it does not touch model adaptation. Both modes
+run the one optimisation loop, :func:`pipeline.normalize.inversion.invert`.
 
 PAPER runs Algorithm 1 as published (method.md 2a: 2000 steps at full resolution).
 FAST inverts mostly at a lower resolution and then refines briefly at full size:
@@ -10,9 +15,13 @@ FAST inverts mostly at a lower resolution and then refines briefly at full size:
 2. ``refine_steps`` at full resolution from there, every noise map optimised, with its
    own (smaller) learning-rate ramp and no latent jitter.
 
-Model adaptation (method.md 2b) is unchanged in both modes: its 50 steps are a
-clinical parameter. FAST changes the scores; :func:`score_agreement` measures by how
-much (benchmarks/normalize_gpu.py reports it against PAPER; the goal is r >= 0.98).
+Model adaptation (method.md 2b, :func:`pipeline.normalize.adaptation.adapt`) is the same
+in both modes: its 50 steps are a clinical parameter. FAST changes the scores;
+:func:`score_agreement` measures by how much (benchmarks/normalize_gpu.py reports it
+against PAPER; the goal is r >= 0.98).
+
+Shapes: targets [N, 3, S, S] in [-1, 1]; one
+:class:`~pipeline.normalize.inversion.InversionResult` per photo, images at full size.
 """
 
 from __future__ import annotations
@@ -26,9 +35,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.normalize.batch_inversion import InversionStart, invert_batch
-from pipeline.normalize.engine import PerformanceSettings
-from pipeline.normalize.inversion import InversionResult, InversionSettings, WStats, compute_w_stats, invert
+from pipeline.normalize.engine import EXACT, PerformanceSettings
+from pipeline.normalize.inversion import (
+    InversionResult,
+    InversionSettings,
+    InversionStart,
+    WStats,
+    compute_w_stats,
+    invert,
+)
 from pipeline.normalize.perceptual import LpipsModel
 from pipeline.progress import Progress
 
@@ -129,13 +144,14 @@ def invert_fast(
     generators: Sequence[torch.Generator] | None = None,
     device: torch.device | str,
     dtype: torch.dtype = torch.float32,
-    performance: PerformanceSettings | None = None,
+    performance: PerformanceSettings = EXACT,
     progress: Callable[[Progress], None] | None = None,
 ) -> tuple[InversionResult, ...]:
     """The FAST inversion of targets [N, 3, S, S] in [-1, 1]; one result per photo.
 
     ``settings`` gives the step budget (``steps``), the learning-rate and jitter ramps,
-    seeds and LPIPS size; ``schedule`` splits it (see the module text). Results hold
+    seeds and LPIPS size; ``schedule`` splits it (see the module text) into two runs of
+    :func:`~pipeline.normalize.inversion.invert` that share each photo's RNG. Results hold
     both stages' losses in order; images are at full size.
     """
     if not isinstance(schedule, FastSchedule):
@@ -158,32 +174,31 @@ def invert_fast(
         return lambda p: progress(Progress(stage="inversion", step=offset + p.step, total=total, loss=p.loss))
 
     common = dict(w_stats=w_stats, generators=generators, device=device, dtype=dtype, performance=performance)
-    first = invert_batch(G, targets, lpips_model, coarse_settings, max_resolution=coarse if coarse < resolution else None,
-                         progress=report(0), **common)
-    second = invert_batch(G, targets, lpips_model, refine_settings, start=InversionStart.from_results(first),
-                          progress=report(coarse_settings.steps), **common)
+    first = invert(G, targets, lpips_model, coarse_settings, max_resolution=coarse if coarse < resolution else None,
+                   progress=report(0), **common)
+    second = invert(G, targets, lpips_model, refine_settings, start=InversionStart.from_results(first),
+                    progress=report(coarse_settings.steps), **common)
     return tuple(replace(fine, losses=rough.losses + fine.losses, steps=total) for rough, fine in zip(first, second))
 
 
 def invert_in_mode(
     mode: NormalizationMode,
     G: torch.nn.Module,
-    target: torch.Tensor,
+    targets: torch.Tensor,
     lpips_model: LpipsModel,
     settings: InversionSettings,
     *,
     w_stats: WStats | None = None,
-    generator: torch.Generator | None = None,
+    generators: Sequence[torch.Generator] | None = None,
     device: torch.device | str,
     dtype: torch.dtype = torch.float32,
-    performance: PerformanceSettings | None = None,
+    performance: PerformanceSettings = EXACT,
     progress: Callable[[Progress], None] | None = None,
-) -> InversionResult:
-    """One photo [1, 3, S, S]: :func:`pipeline.normalize.inversion.invert` for PAPER, :func:`invert_fast` for FAST."""
+) -> tuple[InversionResult, ...]:
+    """Targets [N, 3, S, S]: :func:`pipeline.normalize.inversion.invert` for PAPER, :func:`invert_fast` for FAST."""
     mode = NormalizationMode(mode)
     if mode is NormalizationMode.PAPER:
-        return invert(G, target, lpips_model, settings, w_stats=w_stats, generator=generator, device=device,
-                      dtype=dtype, progress=progress, performance=performance)
-    return invert_fast(G, target, lpips_model, settings, FastSchedule(), w_stats=w_stats,
-                       generators=None if generator is None else [generator], device=device, dtype=dtype,
-                       performance=performance, progress=progress)[0]
+        return invert(G, targets, lpips_model, settings, w_stats=w_stats, generators=generators, device=device,
+                      dtype=dtype, performance=performance, progress=progress)
+    return invert_fast(G, targets, lpips_model, settings, FastSchedule(), w_stats=w_stats, generators=generators,
+                       device=device, dtype=dtype, performance=performance, progress=progress)

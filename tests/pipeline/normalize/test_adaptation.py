@@ -1,18 +1,18 @@
-"""Model adaptation, Algorithm 2 (pipeline.normalize.adaptation), on the real tiny StyleGAN2 fixture."""
+"""Model adaptation, Algorithm 2 (pipeline.normalize.adaptation), on the real tiny StyleGAN2 fixture:
+the one loop against the reference loop (tests/pipeline/normalize/oracles.py), batches, and bad input."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from pipeline.normalize.adaptation import AdaptationResult, AdaptationSettings, adapt
 from pipeline.normalize.perceptual import lpips_distance
 from pipeline.progress import Progress
+from tests.pipeline.normalize.oracles import reference_adapt
 
 ADAPTATION_STEPS = 20
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def main_run(G, lpips_alex, problem):
         "noise": {name: value.clone() for name, value in noise.items()},
     }
     calls: list[Progress] = []
-    result = adapt(
+    (result,) = adapt(
         G,
         target,
         w,
@@ -117,7 +117,7 @@ def test_the_tuned_copy_is_separate_and_gives_the_image(G, problem, main_run) ->
 
 def test_copy_is_discarded_by_default(G, lpips_alex, problem) -> None:
     target, w, noise = problem
-    result = adapt(G, target, w, noise, lpips_alex, AdaptationSettings(steps=2), device="cpu")
+    (result,) = adapt(G, target, w, noise, lpips_alex, AdaptationSettings(steps=2), device="cpu")
     assert result.synthesis is None
     assert result.steps == len(result.losses) == 2
 
@@ -143,11 +143,55 @@ def test_settings_defaults_and_validation() -> None:
         AdaptationSettings(lpips_weight=0.0, l2_weight=0.0)
 
 
+def test_default_settings_reproduce_the_reference_loop_bit_for_bit(G, lpips_alex, problem, main_run) -> None:
+    """The one loop in its default (exact float32) settings against Pivotal Tuning's loop:
+    every loss, the final loss, the image and the tuned weights are equal (tolerance 0) on the CPU."""
+    target, w, noise = problem
+    result = main_run[0]
+    reference = reference_adapt(G, target, w, noise, lpips_alex, AdaptationSettings(steps=ADAPTATION_STEPS))
+    assert result.losses == reference.losses
+    assert result.final_loss == reference.final_loss
+    assert torch.equal(result.image, reference.image)
+    for (name, mine), (_, theirs) in zip(result.synthesis.named_parameters(), reference.synthesis.named_parameters(),
+                                         strict=True):
+        assert torch.equal(mine, theirs), name
+
+
+def test_a_batch_adapts_each_photo_from_the_generator(G, lpips_alex) -> None:
+    """N photos in one call equal N calls: each starts from G's weights (bitwise, one working copy reset)."""
+    generator = torch.Generator().manual_seed(12)
+    with torch.no_grad():
+        targets = G(torch.randn(3, G.z_dim, generator=generator)).clamp(-1, 1)
+        ws = G.mapping(torch.randn(3, G.z_dim, generator=generator))[:, :1].repeat(1, G.num_ws, 1)
+    noise = {name: torch.randn(3, 1, h, w, generator=generator) for name, (h, w) in G.synthesis.noise_shapes.items()}
+    settings = AdaptationSettings(steps=4)
+    expected = [adapt(G, targets[i : i + 1], ws[i : i + 1], {k: v[i : i + 1] for k, v in noise.items()}, lpips_alex,
+                      settings, device="cpu")[0] for i in range(3)]
+    calls = []
+    got = adapt(G, targets, ws, noise, lpips_alex, settings, device="cpu", progress=calls.append, keep_synthesis=True)
+    assert len(got) == 3
+    for a, b in zip(got, expected):
+        assert torch.equal(a.image, b.image)
+        assert a.losses == b.losses and a.final_loss == b.final_loss
+    first, second = (dict(r.synthesis.named_parameters()) for r in got[:2])
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    assert len(calls) == 3 * 4 and [c.step for c in calls[:4]] == [1, 2, 3, 4] and {c.total for c in calls} == {4}
+    np.testing.assert_array_equal([c.loss for c in calls], [s.total for r in got for s in r.losses])
+
+
 def test_bad_latents_are_rejected(G, lpips_alex, problem) -> None:
     target, w, noise = problem
     settings = AdaptationSettings(steps=1)
-    with pytest.raises(ValueError, match=r"w must be \[1, 8, 32\]"):
+    with pytest.raises(ValueError, match=r"ws must be \[1, 8, 32\]"):
         adapt(G, target, w[:, :1], noise, lpips_alex, settings, device="cpu")
+    with pytest.raises(ValueError, match=r"ws must be \[2, 8, 32\]"):
+        adapt(G, target.repeat(2, 1, 1, 1), w, noise, lpips_alex, settings, device="cpu")
+    with pytest.raises(ValueError, match=r"noise map 'b4.conv1' must be \[1, 1, 4, 4\], got \(4, 4\)"):
+        adapt(G, target, w, {**noise, "b4.conv1": noise["b4.conv1"][0, 0]}, lpips_alex, settings, device="cpu")
+    with pytest.raises(TypeError, match="ws must be a floating-point"):
+        adapt(G, target, w.numpy(), noise, lpips_alex, settings, device="cpu")
+    with pytest.raises(TypeError, match="performance"):
+        adapt(G, target, w, noise, lpips_alex, settings, device="cpu", performance="fast")
     partial = dict(noise)
     partial.pop("b32.conv1")
     with pytest.raises(ValueError, match="missing \\['b32.conv1'\\]"):

@@ -1,21 +1,18 @@
-"""The optimisations of pipeline.normalize.engine on the CPU: each one against the plain code (correctness only)."""
+"""The settings of the one loop (pipeline.normalize.engine) on the CPU: each against the default exact path.
+
+The synthesis forms themselves are checked against the naive equations in tests/pipeline/models/stylegan2.
+"""
 
 from __future__ import annotations
 
-import copy
-import itertools
 import math
 
 import numpy as np
 import pytest
-import scipy.signal
 import torch
 
-from pipeline.models.stylegan2 import Architecture, GeneratorConfig, build_generator, ops
-from pipeline.models.stylegan2.fast_synthesis import FastSynthesis
 from pipeline.normalize.adaptation import AdaptationSettings, adapt
-from pipeline.normalize.batch_inversion import invert_batch
-from pipeline.normalize.engine import PerformanceSettings, autocast, grad_scaler, numerics, tf32_flags
+from pipeline.normalize.engine import EXACT, PerformanceSettings, autocast, grad_scaler, numerics, tf32_flags
 from pipeline.normalize.inversion import InversionSettings, compute_w_stats, invert
 from pipeline.normalize.perceptual import (
     load_lpips,
@@ -23,7 +20,10 @@ from pipeline.normalize.perceptual import (
     lpips_distance_to_features,
     lpips_target_features,
 )
-from tests.pipeline.models.stylegan2.test_ops import _naive_modconv
+
+#: The rewrites of the old batch engine's defaults plus NHWC and fused upsampling: same function, other rounding.
+REWRITES = PerformanceSettings(conv_form="auto", fir_impl="depthwise", group_noise_maps=True, channels_last=True,
+                               fuse_upsampling=True)
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +47,25 @@ def _latents(G, count: int, dtype=torch.float32, seed: int = 0):
 
 @pytest.mark.parametrize(("changes", "error"), [
     ({"autocast": "fp8"}, ValueError), ({"batch_size": 0}, ValueError), ({"batch_size": True}, ValueError),
-    ({"conv_form": "grouped"}, ValueError), ({"compile_mode": "fast"}, ValueError), ({"tf32": 1}, TypeError),
+    ({"conv_form": "grouped"}, ValueError), ({"fir_impl": "fft"}, ValueError), ({"fuse_upsampling": True}, ValueError),
+    ({"compile_mode": "fast"}, ValueError), ({"tf32": 1}, TypeError), ({"group_noise_maps": "yes"}, TypeError),
 ])
 def test_settings_are_validated(changes, error):
-    with pytest.raises(error):
+    with pytest.raises(error, match=next(iter(changes))):
         PerformanceSettings(**changes)
+
+
+def test_the_defaults_are_the_exact_float32_path():
+    assert EXACT == PerformanceSettings()
+    assert (EXACT.tf32, EXACT.autocast, EXACT.compile, EXACT.fused_adam) == (False, None, False, False)
+    assert (EXACT.conv_form, EXACT.fir_impl, EXACT.fuse_upsampling, EXACT.channels_last) == (
+        "reference", "reference", False, False)
+    assert not EXACT.group_noise_maps and not EXACT.cudnn_benchmark
+    impl = EXACT.synthesis_impl(3)
+    assert (impl.conv_form, impl.fir, impl.fuse_upsampling, impl.channels_last) == ("reference", "reference", False,
+                                                                                      False)
+    assert PerformanceSettings(conv_form="auto").synthesis_impl(1).conv_form == "weight"
+    assert PerformanceSettings(conv_form="auto").synthesis_impl(2).conv_form == "input"
 
 
 def test_numerics_sets_tf32_and_restores_the_previous_flags():
@@ -64,6 +78,8 @@ def test_numerics_sets_tf32_and_restores_the_previous_flags():
             assert tf32_flags()["matmul"] in ("ieee", False) and tf32_flags()["cudnn_conv"] in ("ieee", False)
         assert tf32_flags() == inside
     assert tf32_flags() == before and torch.backends.cudnn.benchmark is benchmark
+    with numerics(PerformanceSettings(tf32=True, cudnn_benchmark=not benchmark), torch.device("cpu")):
+        assert tf32_flags() == before and torch.backends.cudnn.benchmark is benchmark  # CUDA flags only on CUDA
     with pytest.raises(RuntimeError, match="inside"):
         with numerics(PerformanceSettings(tf32=True)):
             raise RuntimeError("inside")
@@ -111,135 +127,62 @@ def test_cached_features_refuse_mismatched_images(lpips_alex):
         lpips_target_features(spatial, torch.zeros(1, 3, 64, 64))
 
 
-# -- the faster synthesis forms ----------------------------------------------------------------
+# -- the loops' settings against the default exact path ------------------------------------------
 
-@pytest.mark.parametrize(("up", "demodulate", "k"), [(1, True, 3), (1, False, 1), (2, True, 3)])
-def test_fast_modulated_conv_forms_match_the_naive_equations(up, demodulate, k):
-    rng = np.random.default_rng(7 + up + k)
-    x, weight, styles = rng.normal(size=(3, 4, 5, 5)), rng.normal(size=(2, 4, k, k)), rng.normal(size=(3, 4))
-    taps = np.array([1.0, 2.0, 5.0, 1.0])  # asymmetric: catches a flipped filter
-    fir = np.outer(taps, taps) / taps.sum() ** 2
-    expected = _naive_modconv(x, weight, styles, demodulate, up, fir)
-    args = [torch.from_numpy(a) for a in (x, weight, styles)]
-    for form, fuse, channels_last in itertools.product(("weight", "input"), (False, True), (False, True)):
-        xx = args[0].contiguous(memory_format=torch.channels_last) if channels_last else args[0]
-        y = ops.modulated_conv2d_fast(xx, args[1], args[2], demodulate, up, torch.from_numpy(fir), form=form,
-                                      fuse_upsampling=fuse)
-        np.testing.assert_allclose(y.numpy(), expected, rtol=0, atol=1e-10, err_msg=f"{form} fuse={fuse}")
+def test_cached_target_features_are_exact_in_the_loops(G, lpips_alex, problem):
+    targets, stats = problem
+    settings = InversionSettings(steps=6, w_avg_samples=300)
+    uncached = PerformanceSettings(cache_target_features=False)
+    (cached_run,) = invert(G, targets[:1], lpips_alex, settings, w_stats=stats, device="cpu")
+    (plain_run,) = invert(G, targets[:1], lpips_alex, settings, w_stats=stats, device="cpu", performance=uncached)
+    assert cached_run.losses == plain_run.losses and torch.equal(cached_run.w, plain_run.w)
+    ws, noise = _latents(G, 1, seed=8)
+    (a,) = adapt(G, targets[:1], ws, noise, lpips_alex, AdaptationSettings(steps=3), device="cpu")
+    (b,) = adapt(G, targets[:1], ws, noise, lpips_alex, AdaptationSettings(steps=3), device="cpu", performance=uncached)
+    assert a.losses == b.losses and a.final_loss == b.final_loss and torch.equal(a.image, b.image)
 
 
-def test_resampling_helpers_match_scipy():
-    rng = np.random.default_rng(1)
-    taps = np.array([1.0, 2.0, 5.0, 1.0])
-    fir = torch.from_numpy(np.outer(taps, taps) / taps.sum() ** 2)
-    x = torch.from_numpy(rng.normal(size=(2, 3, 6, 6)))
-    torch.testing.assert_close(ops.upsample2d_transposed(x, fir), ops.upsample2d(x, fir), rtol=0, atol=1e-12)
-    weight = torch.from_numpy(rng.normal(size=(2, 3, 3, 3)))
-    merged = ops.upsampling_kernel(weight, fir, gain=4.0)
-    for o, i in itertools.product(range(2), range(3)):
-        full = scipy.signal.convolve2d(weight[o, i].numpy(), fir.numpy() * 4.0, mode="full")
-        np.testing.assert_allclose(merged[o, i].numpy(), full, rtol=0, atol=1e-12)
-    styles = torch.from_numpy(rng.normal(size=(4, 3)))
-    explicit = (weight[None] * styles[:, None, :, None, None]).square().sum(dim=[2, 3, 4]).add(1e-8).rsqrt()
-    torch.testing.assert_close(ops.demodulation_coefficients(weight, styles), explicit, rtol=1e-12, atol=0)
-
-
-@pytest.mark.parametrize("architecture", list(Architecture))
-def test_fast_synthesis_equals_the_reference_network(architecture):
-    config = GeneratorConfig(z_dim=16, w_dim=16, img_resolution=32, mapping_layers=2, channel_base=256, channel_max=16,
-                             architecture=architecture, conv_clamp=0.7)
-    G = build_generator(config, seed=2).double()
-    for count in (1, 3):
-        ws, noise = _latents(G, count, torch.float64, seed=count)
-        expected = G.synthesis(ws, noise=noise)
-        for form, fuse, channels_last in itertools.product(("auto", "weight", "input"), (False, True), (False, True)):
-            fast = FastSynthesis(G.synthesis, conv_form=form, fuse_upsampling=fuse, channels_last=channels_last)
-            torch.testing.assert_close(fast(ws, noise), expected, rtol=0, atol=1e-10,
-                                       msg=f"N={count} {form} fuse={fuse} channels_last={channels_last}")
-
-
-def test_fast_synthesis_gradients_equal_the_reference(G):
-    G64 = copy.deepcopy(G).double()
-    ws, noise = _latents(G64, 2, torch.float64, seed=5)
-    probe = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-
-    def gradients(run):
-        w = ws.clone().requires_grad_(True)
-        maps = {k: v.clone().requires_grad_(True) for k, v in noise.items()}
-        G64.zero_grad(set_to_none=True)
-        (run(w, maps) * probe).sum().backward()
-        return [w.grad, *(maps[k].grad for k in maps), *(p.grad for p in G64.synthesis.parameters())]
-
-    G64.synthesis.requires_grad_(True)
-    expected = gradients(lambda w, maps: G64.synthesis(w, noise=maps))
-    got = gradients(lambda w, maps: FastSynthesis(G64.synthesis, fuse_upsampling=True, channels_last=True)(w, maps))
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
-
-
-def test_channels_last_gives_the_same_float32_images(G):
-    ws, noise = _latents(G, 2, seed=3)
-    with torch.no_grad():
-        contiguous = FastSynthesis(G.synthesis, conv_form="input")(ws, noise)
-        nhwc = FastSynthesis(G.synthesis, conv_form="input", channels_last=True)(ws, noise)
-    torch.testing.assert_close(nhwc, contiguous, rtol=0, atol=1e-5)
-    torch.testing.assert_close(nhwc, G.synthesis(ws, noise=noise), rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize(("precision", "tolerance"), [("bf16", 0.04), ("fp16", 0.01)])
-def test_autocast_synthesis_stays_close_to_float32(G, precision, tolerance):
-    """bf16 keeps 8 mantissa bits: images within 4 % of their range; fp16 (11 bits) within 1 %."""
-    ws, noise = _latents(G, 2, seed=4)
-    with torch.no_grad():
-        expected = G.synthesis(ws, noise=noise)
-        with autocast(PerformanceSettings(autocast=precision), torch.device("cpu")):
-            got = FastSynthesis(G.synthesis, channels_last=True)(ws, noise)
-    assert got.dtype == torch.float32  # the RGB image is accumulated in float32
-    error = float((got - expected).abs().max())
-    assert 0 < error <= tolerance * float(expected.abs().max())
-
-
-# -- the engine against the reference loops ----------------------------------------------------
-
-def test_engine_with_exact_settings_equals_the_reference_inversion(G, lpips_alex, problem):
+def test_rewrites_give_the_default_inversion_to_rounding(G, lpips_alex, problem):
     targets, stats = problem
     settings = InversionSettings(steps=12, w_avg_samples=300)
-    plain = invert(G, targets[:1], lpips_alex, settings, w_stats=stats, device="cpu")
+    (plain,) = invert(G, targets[:1], lpips_alex, settings, w_stats=stats, device="cpu")
     calls = []
-    engine = invert(G, targets[:1], lpips_alex, settings, w_stats=stats, device="cpu",
-                    performance=PerformanceSettings(), progress=calls.append)
-    torch.testing.assert_close(engine.w, plain.w, rtol=0, atol=1e-3)
-    # Adam can turn rounding into ~1e-3 steps where a gradient is near zero (tests/test_batch_inversion.py).
-    torch.testing.assert_close(engine.image, plain.image, rtol=0, atol=1e-3)
+    (rewritten,) = invert(G, targets[:1], lpips_alex, settings, w_stats=stats, device="cpu", performance=REWRITES,
+                          progress=calls.append)
+    # Adam can turn rounding into ~1e-3 steps where a gradient is near zero
+    # (tests/pipeline/normalize/test_inversion.py).
+    torch.testing.assert_close(rewritten.w, plain.w, rtol=0, atol=1e-3)
+    torch.testing.assert_close(rewritten.image, plain.image, rtol=0, atol=1e-3)
     for name in plain.noise:
-        torch.testing.assert_close(engine.noise[name], plain.noise[name], rtol=0, atol=1e-3)
-    np.testing.assert_allclose([s.total for s in engine.losses], [s.total for s in plain.losses], rtol=1e-5)
-    np.testing.assert_allclose([s.lpips for s in engine.losses], [s.lpips for s in plain.losses], rtol=1e-5)
+        torch.testing.assert_close(rewritten.noise[name], plain.noise[name], rtol=0, atol=1e-3)
+    np.testing.assert_allclose([s.total for s in rewritten.losses], [s.total for s in plain.losses], rtol=1e-5)
+    np.testing.assert_allclose([s.lpips for s in rewritten.losses], [s.lpips for s in plain.losses], rtol=1e-5)
     assert [c.step for c in calls] == list(range(1, 13))
-    assert calls[-1].loss == pytest.approx(engine.losses[-1].total, rel=1e-6)
+    assert calls[-1].loss == pytest.approx(rewritten.losses[-1].total, rel=1e-6)
+    assert rewritten.losses != plain.losses  # the settings did change the arithmetic
 
 
-def test_engine_with_exact_settings_equals_the_reference_adaptation(G, lpips_alex, problem):
+def test_rewrites_give_the_default_adaptation_to_rounding(G, lpips_alex, problem):
     targets, _ = problem
     ws, noise = _latents(G, 1, seed=8)
     ws = ws[:, :1].repeat(1, G.num_ws, 1)
     settings = AdaptationSettings(steps=4)
-    plain = adapt(G, targets[:1], ws, noise, lpips_alex, settings, device="cpu")
-    engine = adapt(G, targets[:1], ws, noise, lpips_alex, settings, device="cpu",
-                   performance=PerformanceSettings(channels_last=True, fuse_upsampling=True))
-    torch.testing.assert_close(engine.image, plain.image, rtol=0, atol=1e-5)
-    np.testing.assert_allclose([s.total for s in engine.losses], [s.total for s in plain.losses], rtol=1e-5)
-    assert engine.final_loss.total == pytest.approx(plain.final_loss.total, rel=1e-5)
-    assert engine.final_loss.total < engine.losses[0].total
+    (plain,) = adapt(G, targets[:1], ws, noise, lpips_alex, settings, device="cpu")
+    (rewritten,) = adapt(G, targets[:1], ws, noise, lpips_alex, settings, device="cpu", performance=REWRITES)
+    torch.testing.assert_close(rewritten.image, plain.image, rtol=0, atol=1e-5)
+    np.testing.assert_allclose([s.total for s in rewritten.losses], [s.total for s in plain.losses], rtol=1e-5)
+    assert rewritten.final_loss.total == pytest.approx(plain.final_loss.total, rel=1e-5)
+    assert rewritten.final_loss.total < rewritten.losses[0].total
 
 
 def test_bf16_inversion_runs_on_the_cpu_and_stays_close(G, lpips_alex, problem):
     """Few steps of the whole engine under bf16: final LPIPS within 5 % of float32 (same seeds)."""
     targets, stats = problem
     settings = InversionSettings(steps=5, w_avg_samples=300)
-    exact = invert_batch(G, targets, lpips_alex, settings, w_stats=stats, device="cpu")
-    bf16 = invert_batch(G, targets, lpips_alex, settings, w_stats=stats, device="cpu",
-                        performance=PerformanceSettings(autocast="bf16", channels_last=True, fuse_upsampling=True))
+    exact = invert(G, targets, lpips_alex, settings, w_stats=stats, device="cpu")
+    bf16 = invert(G, targets, lpips_alex, settings, w_stats=stats, device="cpu",
+                  performance=PerformanceSettings(autocast="bf16", conv_form="auto", fir_impl="depthwise",
+                                                  channels_last=True, fuse_upsampling=True))
     for a, b in zip(exact, bf16):
         assert math.isfinite(b.losses[-1].total)
         assert b.losses[-1].lpips == pytest.approx(a.losses[-1].lpips, rel=0.05)
@@ -250,9 +193,9 @@ def test_compiled_objective_equals_eager(G, lpips_alex, problem):
     """torch.compile traced through dynamo and AOTAutograd (aot_eager: no C++ compiler needed)."""
     targets, stats = problem
     settings = InversionSettings(steps=4, w_avg_samples=300)
-    eager = invert_batch(G, targets, lpips_alex, settings, w_stats=stats, device="cpu")
-    compiled = invert_batch(G, targets, lpips_alex, settings, w_stats=stats, device="cpu",
-                            performance=PerformanceSettings(compile=True, compile_backend="aot_eager"))
+    eager = invert(G, targets, lpips_alex, settings, w_stats=stats, device="cpu")
+    compiled = invert(G, targets, lpips_alex, settings, w_stats=stats, device="cpu",
+                      performance=PerformanceSettings(compile=True, compile_backend="aot_eager"))
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(b.w, a.w, rtol=0, atol=1e-5)
         np.testing.assert_allclose([s.total for s in b.losses], [s.total for s in a.losses], rtol=1e-5)
@@ -263,9 +206,9 @@ def test_compiled_objective_equals_eager(G, lpips_alex, problem):
 def test_inductor_compiled_objective_equals_eager(G, lpips_alex, problem):
     targets, stats = problem
     settings = InversionSettings(steps=3, w_avg_samples=300)
-    eager = invert_batch(G, targets, lpips_alex, settings, w_stats=stats, device="cpu")
-    compiled = invert_batch(G, targets, lpips_alex, settings, w_stats=stats, device="cpu",
-                            performance=PerformanceSettings(compile=True))
+    eager = invert(G, targets, lpips_alex, settings, w_stats=stats, device="cpu")
+    compiled = invert(G, targets, lpips_alex, settings, w_stats=stats, device="cpu",
+                      performance=PerformanceSettings(compile=True))
     for a, b in zip(eager, compiled):
         torch.testing.assert_close(b.w, a.w, rtol=0, atol=1e-4)
 

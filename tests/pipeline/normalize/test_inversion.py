@@ -1,4 +1,6 @@
-"""Latent inversion, Algorithm 1 (pipeline.normalize.inversion), on the real tiny StyleGAN2 fixture."""
+"""Latent inversion, Algorithm 1 (pipeline.normalize.inversion), on the real tiny StyleGAN2 fixture:
+the one loop against the reference loop (tests/pipeline/normalize/oracles.py), batches against
+single photos, the coarse stage and warm start, and bad input."""
 
 from __future__ import annotations
 
@@ -8,25 +10,31 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.normalize.engine import PerformanceSettings
 from pipeline.normalize.inversion import (
     InversionResult,
     InversionSettings,
+    InversionStart,
     WStats,
     compute_w_stats,
     invert,
+    invert_many,
     latent_jitter_scale,
     learning_rate,
     noise_regularization,
     renormalize_noise_,
 )
-from pipeline.normalize.perceptual import lpips_distance
+from pipeline.normalize.perceptual import load_lpips, lpips_distance
 from pipeline.progress import Progress
+from tests.pipeline.normalize.oracles import (
+    reference_invert,
+    reference_noise_regularization,
+    reference_renormalize_noise_,
+)
 
 W_STATS_SAMPLES = 1000
 INVERSION_STEPS = 100
-
-
-
+SEEDS = (21, 22, 23)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +62,7 @@ def main_run(G, lpips_alex, w_stats, known_face) -> tuple[InversionResult, list[
     target, _ = known_face
     before = {name: value.clone() for name, value in G.state_dict().items()}
     calls: list[Progress] = []
-    result = invert(
+    (result,) = invert(
         G,
         target,
         lpips_alex,
@@ -131,24 +139,48 @@ def test_noise_regularization_matches_independent_computation() -> None:
     assert float(noise_regularization(torch_maps)) == pytest.approx(_hand_noise_regularization(maps), rel=1e-10)
 
 
+def _maps(sides, count, seed):
+    rng = torch.Generator().manual_seed(seed)
+    return {f"m{i}": torch.randn(count, 1, side, side, generator=rng) for i, side in enumerate(sides)}
+
+
+def test_noise_regularization_per_photo_equals_the_reference_per_photo() -> None:
+    maps = _maps((4, 8, 8, 16, 16, 32, 64), count=3, seed=1)
+    per_photo = noise_regularization(maps)
+    grouped = noise_regularization(maps, group_by_size=True)
+    assert per_photo.shape == grouped.shape == (3,)
+    for i in range(3):
+        expected = reference_noise_regularization({k: v[i : i + 1] for k, v in maps.items()})
+        assert torch.equal(noise_regularization({k: v[i : i + 1] for k, v in maps.items()})[0], expected)
+        torch.testing.assert_close(per_photo[i], expected, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(grouped[i], expected, rtol=1e-5, atol=1e-9)  # summed in another order
+
+
 def test_noise_regularization_rejects_bad_maps() -> None:
     with pytest.raises(ValueError, match="at least one"):
         noise_regularization({})
-    with pytest.raises(ValueError, match=r"'x' must be \[1, 1, H, W\]"):
+    with pytest.raises(ValueError, match=r"'x' must be \[N, 1, H, W\]"):
         noise_regularization({"x": torch.zeros(4, 4)})
+    with pytest.raises(ValueError, match="batch size"):
+        noise_regularization({"a": torch.zeros(1, 1, 4, 4), "b": torch.zeros(2, 1, 4, 4)})
+    with pytest.raises(ValueError, match="square"):
+        noise_regularization({"bad": torch.zeros(1, 1, 4, 8)}, group_by_size=True)
 
 
-def test_renormalize_noise_gives_zero_mean_unit_variance() -> None:
+def test_renormalize_noise_gives_zero_mean_unit_variance_per_photo() -> None:
     generator = torch.Generator().manual_seed(3)
     maps = {
-        "a": torch.rand(1, 1, 8, 8, generator=generator) * 5 + 3,
-        "b": torch.rand(1, 1, 16, 16, generator=generator),
+        "a": torch.rand(2, 1, 8, 8, generator=generator) * 5 + 3,
+        "b": torch.rand(2, 1, 16, 16, generator=generator),
     }
+    reference = {name: values[1:].clone() for name, values in maps.items()}
     renormalize_noise_(maps)
-    for values in maps.values():
-        array = values.numpy().astype(np.float64)
-        assert abs(array.mean()) < 1e-6
-        assert array.var() == pytest.approx(1.0, abs=1e-5)
+    reference_renormalize_noise_(reference)
+    for name, values in maps.items():
+        array = values.reshape(2, -1).numpy().astype(np.float64)
+        np.testing.assert_allclose(array.mean(axis=1), 0, atol=1e-6)
+        np.testing.assert_allclose(array.var(axis=1), 1, atol=1e-5)
+        assert torch.equal(values[1:], reference[name])
 
 
 def test_settings_defaults_are_the_reference_projectors() -> None:
@@ -201,7 +233,7 @@ def test_inversion_recovers_a_generated_image(G, lpips_alex, w_stats, known_face
     target, _ = known_face
     result, _, _ = main_run
     # "Before": one step, whose learning rate is 0, leaves w at w_avg with the initial noise.
-    start = invert(G, target, lpips_alex, InversionSettings(steps=1), w_stats=w_stats, device="cpu")
+    (start,) = invert(G, target, lpips_alex, InversionSettings(steps=1), w_stats=w_stats, device="cpu")
     assert torch.equal(start.w, w_stats.w_avg.repeat(1, G.num_ws, 1))
     lpips_before = float(lpips_distance(lpips_alex, start.image, target))
     lpips_after = float(lpips_distance(lpips_alex, result.image, target))
@@ -236,7 +268,7 @@ def test_result_is_consistent(G, main_run) -> None:
 def test_noise_maps_are_renormalised_after_every_step(G, lpips_alex, w_stats, known_face, main_run) -> None:
     target, _ = known_face
     runs = [main_run[0]] + [
-        invert(G, target, lpips_alex, InversionSettings(steps=steps), w_stats=w_stats, device="cpu")
+        invert(G, target, lpips_alex, InversionSettings(steps=steps), w_stats=w_stats, device="cpu")[0]
         for steps in (1, 2, 3)
     ]
     for result in runs:
@@ -266,10 +298,10 @@ def test_generator_is_left_unchanged(G, main_run) -> None:
 def test_inversion_is_deterministic_for_a_seed(G, lpips_alex, known_face) -> None:
     target, _ = known_face
     settings = InversionSettings(steps=6, w_avg_samples=200, seed=11)
-    first = invert(G, target, lpips_alex, settings, device="cpu")  # w_stats computed inside
-    second = invert(G, target, lpips_alex, settings, device="cpu")
-    explicit = invert(G, target, lpips_alex, settings, generator=torch.Generator().manual_seed(11), device="cpu")
-    other = invert(G, target, lpips_alex, settings, generator=torch.Generator().manual_seed(12), device="cpu")
+    (first,) = invert(G, target, lpips_alex, settings, device="cpu")  # w_stats computed inside
+    (second,) = invert(G, target, lpips_alex, settings, device="cpu")
+    (explicit,) = invert(G, target, lpips_alex, settings, generators=[torch.Generator().manual_seed(11)], device="cpu")
+    (other,) = invert(G, target, lpips_alex, settings, generators=[torch.Generator().manual_seed(12)], device="cpu")
     for run in (second, explicit):
         assert torch.equal(run.w, first.w)
         assert torch.equal(run.image, first.image)
@@ -278,14 +310,165 @@ def test_inversion_is_deterministic_for_a_seed(G, lpips_alex, known_face) -> Non
     assert not torch.equal(other.image, first.image)
 
 
+def test_default_settings_reproduce_the_reference_loop_bit_for_bit(G, lpips_alex, w_stats, known_face, main_run):
+    """The one loop in its default (exact float32) settings against the reference projector's loop:
+    every loss, w, noise map and the image are equal (tolerance 0) on the CPU."""
+    target, _ = known_face
+    result = main_run[0]
+    reference = reference_invert(G, target, lpips_alex,
+                                 InversionSettings(steps=INVERSION_STEPS, w_avg_samples=W_STATS_SAMPLES), w_stats)
+    assert result.losses == reference.losses
+    assert torch.equal(result.w, reference.w)
+    assert torch.equal(result.image, reference.image)
+    assert list(result.noise) == list(reference.noise)
+    assert all(torch.equal(result.noise[name], reference.noise[name]) for name in reference.noise)
+
+
+# --- batches: every photo keeps its own latents and RNG ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def problem(G):
+    rng = torch.Generator().manual_seed(31)
+    with torch.no_grad():
+        targets = G(torch.randn(len(SEEDS), G.z_dim, generator=rng)).clamp(-1, 1)
+    return targets, compute_w_stats(G, 300, seed=123)
+
+
+def _generators(seeds):
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+
+@pytest.fixture(scope="module")
+def singles_and_batches(G, lpips_alex, problem):
+    targets, stats = problem
+    settings = InversionSettings(steps=15, w_avg_samples=300)
+    singles = [invert(G, targets[i : i + 1], lpips_alex, settings, w_stats=stats, generators=_generators([seed]),
+                      device="cpu")[0] for i, seed in enumerate(SEEDS)]
+    pair = invert(G, targets[:2], lpips_alex, settings, w_stats=stats, generators=_generators(SEEDS[:2]), device="cpu")
+    triple = invert(G, targets, lpips_alex, settings, w_stats=stats, generators=_generators(SEEDS), device="cpu")
+    return singles, pair, triple
+
+
+def _assert_same_photo(batched: InversionResult, single: InversionResult, latent_atol: float, lpips_rtol: float):
+    torch.testing.assert_close(batched.w, single.w, rtol=0, atol=latent_atol)
+    torch.testing.assert_close(batched.image, single.image, rtol=0, atol=latent_atol)
+    assert list(batched.noise) == list(single.noise)
+    for name in single.noise:
+        torch.testing.assert_close(batched.noise[name], single.noise[name], rtol=0, atol=latent_atol)
+    np.testing.assert_allclose([s.total for s in batched.losses], [s.total for s in single.losses], rtol=1e-5)
+    np.testing.assert_allclose([s.lpips for s in batched.losses], [s.lpips for s in single.losses], rtol=lpips_rtol)
+
+
+def test_batch_of_two_equals_two_single_runs(singles_and_batches):
+    """Default settings, per-photo RNGs. Measured: w within 1.6e-6, images within 4.2e-6, noise maps
+    and total losses equal, LPIPS within 1.6e-6 relative (the batched convolutions round differently)."""
+    singles, pair, _ = singles_and_batches
+    assert len(pair) == 2
+    for batched, single in zip(pair, singles):
+        _assert_same_photo(batched, single, latent_atol=1e-4, lpips_rtol=1e-5)
+    # Different seeds and targets give different results: the photos did not share anything.
+    assert float((pair[0].w - pair[1].w).abs().max()) > 0.1
+    assert float((pair[0].image - pair[1].image).abs().max()) > 0.1
+
+
+#: Batched kernels sum in another order; Adam's normalised step turns that rounding into
+#: steps of up to ~lr in the few elements whose gradient is near zero, so single values of
+#: w (|w| ~ 4) and of the image can differ by ~1e-3 after some steps (measured for the third
+#: photo of three: w 6.8e-4, image 1.6e-3, LPIPS 3.7e-4 relative at one step), while every total
+#: loss agrees to ~1e-7. Separate photos differ by far more than these tolerances.
+LATENT_ATOL = 5e-3
+
+
+def test_batch_of_three_equals_single_runs_to_adams_rounding(singles_and_batches):
+    singles, _, triple = singles_and_batches
+    assert len(triple) == 3
+    for batched, single in zip(triple, singles):
+        _assert_same_photo(batched, single, latent_atol=LATENT_ATOL, lpips_rtol=1e-3)
+
+
+def test_invert_many_runs_the_chunks_of_its_batch_size(G, lpips_alex, problem, singles_and_batches):
+    targets, stats = problem
+    singles, pair, _ = singles_and_batches
+    chunked = invert_many(G, targets, lpips_alex, InversionSettings(steps=15, w_avg_samples=300),
+                          performance=PerformanceSettings(batch_size=2), w_stats=stats, device="cpu",
+                          generators=_generators(SEEDS))
+    for got, expected in zip(chunked, [*pair, singles[2]], strict=True):  # chunks [0, 1] and [2]
+        assert torch.equal(got.w, expected.w) and torch.equal(got.image, expected.image)
+        assert got.losses == expected.losses
+    with pytest.raises(ValueError, match="generators"):
+        invert_many(G, targets, lpips_alex, InversionSettings(steps=1, w_avg_samples=300), w_stats=stats,
+                    device="cpu", generators=_generators(SEEDS[:2]))
+
+
+def test_coarse_stage_keeps_the_unused_noise_maps_and_a_warm_start_continues(G, problem):
+    lpips_vgg = load_lpips("vgg", allow_random_backbone=True)  # AlexNet needs images of 32 px or more
+    targets, stats = problem
+    settings = InversionSettings(steps=3, w_avg_samples=300)
+    coarse = invert(G, targets[:2], lpips_vgg, settings, w_stats=stats, device="cpu", max_resolution=16)
+    assert coarse[0].image.shape == (1, 3, 16, 16)
+    # Maps above block 16 were drawn (same stream as a full-size run) but never optimised.
+    full = invert(G, targets[:2], lpips_vgg, InversionSettings(steps=1, w_avg_samples=300), w_stats=stats,
+                  device="cpu")
+    draws = torch.Generator().manual_seed(settings.seed)
+    initial = {name: torch.randn(1, 1, h, w, generator=draws) for name, (h, w) in G.synthesis.noise_shapes.items()}
+    for name, (height, _) in G.synthesis.noise_shapes.items():
+        if height > 16:
+            assert torch.equal(coarse[0].noise[name], initial[name]), name
+        else:
+            assert not torch.equal(coarse[0].noise[name], initial[name]), name
+    start = InversionStart.from_results(coarse)
+    assert start.w.shape == (2, 1, G.w_dim)
+    refined = invert(G, targets[:2], lpips_vgg, settings, w_stats=stats, device="cpu", start=start)
+    assert refined[0].image.shape == (1, 3, 32, 32) and full[0].image.shape == (1, 3, 32, 32)
+    # The warm start really starts there: with a zero learning rate nothing would move.
+    frozen = invert(G, targets[:2], lpips_vgg, InversionSettings(steps=1, w_avg_samples=300, initial_noise_factor=0.0),
+                    w_stats=stats, device="cpu", start=start)
+    torch.testing.assert_close(frozen[0].w[:, :1], coarse[0].w[:, :1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="at least one result"):
+        InversionStart.from_results([])
+
+
 def test_invalid_targets_are_rejected(G, lpips_alex, w_stats) -> None:
     settings = InversionSettings(steps=1)
-    with pytest.raises(ValueError, match=r"\[1, 3, 32, 32\]"):
+    with pytest.raises(ValueError, match=r"\[N, 3, 32, 32\]"):
         invert(G, torch.zeros(1, 3, 64, 64), lpips_alex, settings, w_stats=w_stats, device="cpu")
+    with pytest.raises(ValueError, match=r"\[N, 3, 32, 32\] with N >= 1"):
+        invert(G, torch.zeros(0, 3, 32, 32), lpips_alex, settings, w_stats=w_stats, device="cpu")
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         invert(G, torch.full((1, 3, 32, 32), 2.0), lpips_alex, settings, w_stats=w_stats, device="cpu")
+    with pytest.raises(ValueError, match="NaN"):
+        invert(G, torch.full((1, 3, 32, 32), float("nan")), lpips_alex, settings, w_stats=w_stats, device="cpu")
     with pytest.raises(TypeError, match="floating point"):
         invert(G, torch.zeros(1, 3, 32, 32, dtype=torch.uint8), lpips_alex, settings, w_stats=w_stats, device="cpu")
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        invert(G, np.zeros((1, 3, 32, 32), np.float32), lpips_alex, settings, w_stats=w_stats, device="cpu")
     with pytest.raises(ValueError, match="w_stats"):
         bad_stats = WStats(w_avg=torch.zeros(1, 1, 7), w_std=1.0, samples=2, seed=0)
         invert(G, torch.zeros(1, 3, 32, 32), lpips_alex, settings, w_stats=bad_stats, device="cpu")
+
+
+def test_invalid_batches_and_settings_are_rejected(G, lpips_alex, problem):
+    targets, stats = problem
+    settings = InversionSettings(steps=1, w_avg_samples=300)
+    with pytest.raises(ValueError, match="generators"):
+        invert(G, targets, lpips_alex, settings, w_stats=stats, device="cpu", generators=[torch.Generator()])
+    with pytest.raises(ValueError, match="targets must be"):
+        invert(G, targets[:, :, :16, :16], lpips_alex, settings, w_stats=stats, device="cpu")
+    with pytest.raises(ValueError, match="start.w"):
+        invert(G, targets, lpips_alex, settings, w_stats=stats, device="cpu",
+               start=InversionStart(w=torch.zeros(1, 1, G.w_dim), noise={}))
+    with pytest.raises(ValueError, match="start.noise"):
+        invert(G, targets[:1], lpips_alex, settings, w_stats=stats, device="cpu",
+               start=InversionStart(w=torch.zeros(1, 1, G.w_dim), noise={}))
+    with pytest.raises(TypeError, match="start must be an InversionStart"):
+        invert(G, targets[:1], lpips_alex, settings, w_stats=stats, device="cpu", start=(torch.zeros(1, 1, 32), {}))
+    with pytest.raises(ValueError, match="max_resolution"):
+        invert(G, targets[:1], lpips_alex, settings, w_stats=stats, device="cpu", max_resolution=12)
+    with pytest.raises(ValueError, match="autocast"):
+        invert(G, targets.double(), lpips_alex, settings, w_stats=stats, device="cpu", dtype=torch.float64,
+               performance=PerformanceSettings(autocast="bf16"))
+    with pytest.raises(TypeError, match="performance must be PerformanceSettings"):
+        invert(G, targets, lpips_alex, settings, w_stats=stats, device="cpu", performance=None)
+    with pytest.raises(ValueError, match="lpips_model is on"):
+        invert(G, targets, lpips_alex, settings, w_stats=stats, device="meta")

@@ -12,13 +12,13 @@ import torch
 
 from pipeline.appraise import AppraisalSettings, appraise
 from pipeline.models.bundle import load_bundle
-from pipeline.models.stylegan2 import Architecture, GeneratorConfig, build_generator, load_generator
+from pipeline.models.stylegan2 import Architecture, GeneratorConfig, SynthesisImpl, build_generator, load_generator
 from pipeline.models.stylegan2.networks import Generator
 from pipeline.normalize.adaptation import AdaptationSettings
-from pipeline.normalize.engine import PerformanceSettings, fast_synthesis
-from pipeline.normalize.inversion import InversionSettings, compute_w_stats
+from pipeline.normalize.engine import PerformanceSettings
+from pipeline.normalize.inversion import InversionSettings, InversionStart, compute_w_stats, invert
 from pipeline.normalize.perceptual import load_lpips
-from pipeline.normalize.schedules import FastSchedule, NormalizationMode, invert_fast, score_agreement
+from pipeline.normalize.schedules import FastSchedule, NormalizationMode, invert_fast, invert_in_mode, score_agreement
 from pipeline.preprocess.photo_io import load_photo
 from service.config.settings import ConfigError, load_config
 from service.runtime.app import appraisal_settings
@@ -58,8 +58,8 @@ def test_low_resolution_output_equals_a_generator_built_for_that_size(G, resolut
     with torch.no_grad():
         got = G.synthesis(ws, noise=noise, max_resolution=resolution)
         expected = small.synthesis(ws[:, : small.num_ws], noise={k: noise[k] for k in small.synthesis.noise_shapes})
-        fast = PerformanceSettings(conv_form="input", fuse_upsampling=True, channels_last=True)
-        got_fast = fast_synthesis(G.synthesis, fast)(ws, noise, resolution)
+        fast = SynthesisImpl(conv_form="input", fir="depthwise", fuse_upsampling=True, channels_last=True)
+        got_fast = G.synthesis(ws, noise=noise, max_resolution=resolution, impl=fast)
     assert got.shape == (2, 3, resolution, resolution)
     assert torch.equal(got, expected)
     torch.testing.assert_close(got_fast, expected, rtol=0, atol=1e-5)
@@ -143,6 +143,36 @@ def test_invert_fast_runs_both_stages(G):
     assert results[0].losses[3].lpips != results[0].losses[4].lpips
 
 
+def test_a_mode_is_only_a_schedule_over_the_one_loop(G):
+    """FAST is two runs of invert (coarse, then a warm start at full size); PAPER is one; both take the same
+    performance settings (here a rewrite, to show they are passed on)."""
+    lpips_vgg = load_lpips("vgg", allow_random_backbone=True)
+    stats = compute_w_stats(G, 300, seed=123)
+    with torch.no_grad():
+        targets = G(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(9))).clamp(-1, 1)
+    settings = InversionSettings(steps=8, w_avg_samples=300)
+    performance = PerformanceSettings(conv_form="auto", fir_impl="depthwise")
+    common = {"w_stats": stats, "device": "cpu", "performance": performance}
+    fast = invert_in_mode(NormalizationMode.FAST, G, targets, lpips_vgg, settings, **common)
+    schedule = FastSchedule()
+    generators = [torch.Generator().manual_seed(settings.seed) for _ in range(2)]
+    coarse = invert(G, targets, lpips_vgg, replace(settings, steps=schedule.coarse_steps(8)), generators=generators,
+                    max_resolution=schedule.coarse_resolution(32) if schedule.coarse_resolution(32) < 32 else None,
+                    **common)
+    refined = invert(G, targets, lpips_vgg, replace(settings, steps=schedule.refine_steps(8),
+                                                    initial_lr=schedule.refine_lr,
+                                                    initial_noise_factor=schedule.refine_noise_factor),
+                     generators=generators, start=InversionStart.from_results(coarse), **common)
+    for got, first, second in zip(fast, coarse, refined, strict=True):
+        assert torch.equal(got.w, second.w) and torch.equal(got.image, second.image)
+        assert got.losses == first.losses + second.losses
+    paper = invert_in_mode("paper", G, targets, lpips_vgg, settings, **common)
+    direct = invert(G, targets, lpips_vgg, settings, **common)
+    assert all(a.losses == b.losses and torch.equal(a.w, b.w) for a, b in zip(paper, direct, strict=True))
+    with pytest.raises(ValueError):
+        invert_in_mode("quick", G, targets, lpips_vgg, settings, **common)
+
+
 # -- appraise and the service ----------------------------------------------------------------------
 
 def test_fast_mode_runs_through_appraise(bundle, faces_dir):
@@ -168,6 +198,9 @@ def test_default_settings_record_is_unchanged():
                            "device", "dtype"}
     assert AppraisalSettings(mode="fast").mode is NormalizationMode.FAST
     assert AppraisalSettings(performance=PerformanceSettings(tf32=True)).to_dict()["performance"]["tf32"] is True
+    assert "performance" not in AppraisalSettings(performance=PerformanceSettings()).to_dict()  # the default
+    with pytest.raises(TypeError, match="performance"):
+        AppraisalSettings(performance=None)
     with pytest.raises(ValueError, match="mode"):
         AppraisalSettings(mode="quick")
 

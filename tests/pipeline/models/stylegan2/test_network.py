@@ -1,15 +1,18 @@
-"""Our generator against a naive float64 per-sample re-implementation, plus API behaviour."""
+"""Our generator against a naive float64 per-sample re-implementation, in every SynthesisImpl, plus API behaviour."""
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.models.stylegan2 import GeneratorConfig, build_generator
-from tests.pipeline.models.stylegan2.test_ops import _naive_modconv, _numpy_upfirdn2d
+from pipeline.models.stylegan2 import Architecture, GeneratorConfig, SynthesisImpl, build_generator, load_generator, ops
+from pipeline.models.stylegan2.networks import CONV_FORMS
+from tests.pipeline.models.stylegan2.oracles import naive_modconv, numpy_upfirdn2d
 
 SQRT2 = math.sqrt(2.0)
 
@@ -47,7 +50,7 @@ def naive_synthesis(G, ws, noise="const"):
     def upsample(img):
         k = len(taps)
         pad = ((k + 1) // 2, (k - 2) // 2) * 2
-        return np.stack([_numpy_upfirdn2d(c, fir, 2, 1, pad, 4.0) for c in img])
+        return np.stack([numpy_upfirdn2d(c, fir, 2, 1, pad, 4.0) for c in img])
 
     clamp = cfg.conv_clamp
     images = []
@@ -66,7 +69,7 @@ def naive_synthesis(G, ws, noise="const"):
             for j, name in enumerate(names):
                 gain = math.sqrt(0.5) if resnet and name == "conv1" else 1.0
                 style = affine(f"{p}.{name}", ws[s, w_idx + j])
-                y = _naive_modconv(feat[None], sd[f"{p}.{name}.weight"], style[None], True,
+                y = naive_modconv(feat[None], sd[f"{p}.{name}.weight"], style[None], True,
                                    2 if name == "conv0" else 1, fir)[0]
                 if noise == "const":
                     y = y + sd[f"{p}.{name}.noise_const"] * sd[f"{p}.{name}.noise_strength"]
@@ -195,6 +198,125 @@ def test_input_validation():
         GeneratorConfig(z_dim=8, w_dim=8, img_resolution=48)
     with pytest.raises(ValueError, match="architecture"):
         GeneratorConfig(z_dim=8, w_dim=8, img_resolution=8, architecture="unet")
+
+
+def test_noise_maps_in_the_shape_of_the_stored_buffers():
+    """{name: layer.noise_const} ([H, W], as the reference stores them) gives the image of noise='const'."""
+    G = build_generator(CONFIGS["res64_clamp_narrow"], seed=3)
+    ws = G.mapping(torch.randn(2, 16, generator=torch.Generator().manual_seed(0)))
+    buffers = {name: G.synthesis.get_submodule(name).noise_const for name in G.synthesis.noise_shapes}
+    assert all(tuple(map_.shape) == G.synthesis.noise_shapes[name] for name, map_ in buffers.items())
+    with torch.no_grad():
+        const = G.synthesis(ws, noise="const")
+        assert torch.equal(G.synthesis(ws, noise=buffers), const)
+        mixed = {**buffers, "b8.conv0": buffers["b8.conv0"][None, None]}  # shapes may be mixed
+        assert torch.equal(G.synthesis(ws, noise=mixed), const)
+    for bad, shape in [({**buffers, "b8.conv1": torch.zeros(8, 9)}, r"\(8, 9\)"),
+                       ({**buffers, "b8.conv1": torch.zeros(1, 8, 8)}, r"\(1, 8, 8\)"),
+                       ({**buffers, "b8.conv1": torch.zeros(8, 8, dtype=torch.int64)}, "int64"),
+                       ({**buffers, "b8.conv1": torch.zeros(3, 1, 8, 8)}, r"\(3, 1, 8, 8\)")]:
+        with pytest.raises(ValueError, match=r"noise map 'b8.conv1' must be a float tensor \[2 or 1, 1, 8, 8\] "
+                                             r"or \[8, 8\], got .*" + shape):
+            G.synthesis(ws, noise=bad)
+
+
+# -- SynthesisImpl: the same function in other arithmetic forms --------------------------------------
+
+#: Every conv form with every FIR implementation, fused upsampling and NHWC with the factored forms.
+IMPLS = ([SynthesisImpl(conv_form=form, fir=fir) for form, fir in itertools.product(CONV_FORMS, ops.FIR_IMPLS)]
+         + [SynthesisImpl(conv_form=form, fir="depthwise", fuse_upsampling=True, channels_last=channels_last)
+            for form, channels_last in itertools.product(("weight", "input", "auto"), (False, True))]
+         + [SynthesisImpl(channels_last=True)])
+
+
+@pytest.fixture(scope="module")
+def fixture_G(sg2_fixture_dir):
+    return load_generator(sg2_fixture_dir / "sg2ada_tiny32.pkl")
+
+
+def _latents(G, count: int, dtype=torch.float32, seed: int = 0):
+    rng = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(count, G.z_dim, generator=rng).to(dtype))
+    noise = {k: torch.randn(count, 1, *s, generator=rng, dtype=dtype) for k, s in G.synthesis.noise_shapes.items()}
+    return ws, noise
+
+
+def test_synthesis_impl_is_validated():
+    assert SynthesisImpl() == SynthesisImpl(conv_form="reference", fir="reference")
+    assert SynthesisImpl(conv_form="auto").for_batch(1).conv_form == "weight"
+    assert SynthesisImpl(conv_form="auto", channels_last=True).for_batch(2) == SynthesisImpl(conv_form="input",
+                                                                                             channels_last=True)
+    impl = SynthesisImpl(conv_form="input")
+    assert impl.for_batch(1) is impl
+    with pytest.raises(ValueError, match="conv_form"):
+        SynthesisImpl(conv_form="grouped")
+    with pytest.raises(ValueError, match="fir"):
+        SynthesisImpl(fir="fft")
+    with pytest.raises(ValueError, match="fuse_upsampling"):
+        SynthesisImpl(fuse_upsampling=True)
+    with pytest.raises(TypeError, match="channels_last"):
+        SynthesisImpl(channels_last=1)
+    G = build_generator(CONFIGS["orig8"], seed=1)
+    with pytest.raises(TypeError, match="impl must be a SynthesisImpl"):
+        G.synthesis(G.mapping(torch.zeros(1, 8)), impl="fast")
+
+
+@pytest.mark.parametrize("architecture", list(Architecture))
+def test_every_synthesis_impl_computes_the_reference_image(architecture):
+    config = GeneratorConfig(z_dim=16, w_dim=16, img_resolution=32, mapping_layers=2, channel_base=256, channel_max=16,
+                             architecture=architecture, conv_clamp=0.7)
+    G = build_generator(config, seed=2).double()
+    for count in (1, 3):
+        ws, noise = _latents(G, count, torch.float64, seed=count)
+        expected = G.synthesis(ws, noise=noise)
+        for impl in IMPLS:
+            torch.testing.assert_close(G.synthesis(ws, noise=noise, impl=impl), expected, rtol=0, atol=1e-10,
+                                       msg=f"N={count} {impl}")
+
+
+def test_synthesis_impl_gradients_equal_the_reference(fixture_G):
+    G64 = copy.deepcopy(fixture_G).double()
+    ws, noise = _latents(G64, 2, torch.float64, seed=5)
+    probe = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+
+    def gradients(impl):
+        w = ws.clone().requires_grad_(True)
+        maps = {k: v.clone().requires_grad_(True) for k, v in noise.items()}
+        G64.zero_grad(set_to_none=True)
+        (G64.synthesis(w, noise=maps, impl=impl) * probe).sum().backward()
+        return [w.grad, *(maps[k].grad for k in maps), *(p.grad for p in G64.synthesis.parameters())]
+
+    G64.synthesis.requires_grad_(True)
+    expected = gradients(SynthesisImpl())
+    got = gradients(SynthesisImpl(conv_form="auto", fir="depthwise", fuse_upsampling=True, channels_last=True))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_faster_forms_give_the_float32_image_to_rounding(fixture_G):
+    ws, noise = _latents(fixture_G, 2, seed=3)
+    with torch.no_grad():
+        reference = fixture_G.synthesis(ws, noise=noise)
+        contiguous = fixture_G.synthesis(ws, noise=noise, impl=SynthesisImpl(conv_form="input", fir="depthwise"))
+        nhwc = fixture_G.synthesis(ws, noise=noise, impl=SynthesisImpl(conv_form="input", fir="depthwise",
+                                                                       channels_last=True))
+    torch.testing.assert_close(nhwc, contiguous, rtol=0, atol=1e-5)
+    torch.testing.assert_close(nhwc, reference, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("precision", "tolerance"), [(torch.bfloat16, 0.04), (torch.float16, 0.01)])
+def test_autocast_synthesis_stays_close_to_float32(fixture_G, precision, tolerance):
+    """bf16 keeps 8 mantissa bits: images within 4 % of their range; fp16 (11 bits) within 1 %."""
+    ws, noise = _latents(fixture_G, 2, seed=4)
+    with torch.no_grad():
+        expected = fixture_G.synthesis(ws, noise=noise)
+        with torch.autocast("cpu", dtype=precision):
+            got = fixture_G.synthesis(ws, noise=noise, impl=SynthesisImpl(conv_form="auto", fir="depthwise",
+                                                                          channels_last=True))
+    assert got.dtype == torch.float32  # the RGB image is accumulated in float32
+    error = float((got - expected).abs().max())
+    assert 0 < error <= tolerance * float(expected.abs().max())
 
 
 @pytest.mark.gpu

@@ -1,7 +1,8 @@
-"""The StyleGAN2 functional core against independent numpy / scipy computations."""
+"""The StyleGAN2 functional core, in every form of its arithmetic, against independent numpy / scipy computations."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,22 +11,11 @@ import scipy.signal
 import torch
 
 from pipeline.models.stylegan2 import ops
+from tests.pipeline.models.stylegan2.oracles import naive_modconv, numpy_upfirdn2d
 
 
 def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
-
-
-def _numpy_upfirdn2d(x, f, up, down, pad, gain):
-    """Zero insertion, zero pad / crop, true 2-D convolution (scipy), decimation: one image."""
-    h, w = x.shape
-    u = np.zeros((h * up, w * up))
-    u[::up, ::up] = x
-    left, right, top, bottom = pad
-    u = np.pad(u, ((max(top, 0), max(bottom, 0)), (max(left, 0), max(right, 0))))
-    u = u[max(-top, 0): u.shape[0] - max(-bottom, 0), max(-left, 0): u.shape[1] - max(-right, 0)]
-    y = scipy.signal.convolve2d(u, f * gain, mode="valid")
-    return y[::down, ::down]
 
 
 @pytest.mark.parametrize(
@@ -33,16 +23,28 @@ def _numpy_upfirdn2d(x, f, up, down, pad, gain):
     [(1, 1, (1, 2, 0, 1), 1.0), (2, 1, (2, 1, 2, 1), 4.0), (1, 2, (1, 1, 1, 1), 1.0),
      (2, 2, (-1, 3, 2, -1), 2.5), (3, 1, (0, 0, 0, 0), 1.0)],
 )
-def test_upfirdn2d_matches_numpy_scipy_with_asymmetric_filter(up, down, pad, gain):
+@pytest.mark.parametrize("impl", ops.FIR_IMPLS)
+def test_upfirdn2d_matches_numpy_scipy_with_asymmetric_filter(up, down, pad, gain, impl):
     rng = _rng(up * 10 + down)
     x = rng.normal(size=(2, 3, 7, 6))
     f = rng.normal(size=(4, 3))  # asymmetric, non-square: catches flips and axis swaps
-    got = ops.upfirdn2d(torch.from_numpy(x), torch.from_numpy(f), up=up, down=down, padding=pad, gain=gain)
+    got = ops.upfirdn2d(torch.from_numpy(x), torch.from_numpy(f), up=up, down=down, padding=pad, gain=gain, impl=impl)
     for n in range(2):
         for c in range(3):
-            want = _numpy_upfirdn2d(x[n, c], f, up, down, pad, gain)
+            want = numpy_upfirdn2d(x[n, c], f, up, down, pad, gain)
             assert got.shape[2:] == want.shape
             np.testing.assert_allclose(got[n, c].numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+def test_depthwise_fir_keeps_channels_last_and_matches_the_reference():
+    taps = np.array([1.0, 2.0, 5.0, 1.0])
+    fir = torch.from_numpy(np.outer(taps, taps) / taps.sum() ** 2)
+    x = torch.from_numpy(_rng(1).normal(size=(2, 3, 6, 6))).contiguous(memory_format=torch.channels_last)
+    depthwise = ops.upsample2d(x, fir, impl="depthwise")
+    assert depthwise.stride(1) == 1  # NHWC strides (a window of a channels_last tensor)
+    torch.testing.assert_close(depthwise, ops.upsample2d(x, fir), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="impl"):
+        ops.upfirdn2d(x, fir, impl="fft")
 
 
 def test_upsample2d_matches_scipy_upfirdn_separably():
@@ -99,36 +101,6 @@ def test_normalize_2nd_moment():
     np.testing.assert_allclose(got * np.sqrt((z**2).mean(axis=1, keepdims=True) + 1e-8), z, rtol=1e-12)
 
 
-def _naive_modconv(x, weight, styles, demodulate, up, fir):
-    """Loop over samples; explicit per-sample kernel; scipy correlation/convolution per channel pair."""
-    n, i_ch, h, w = x.shape
-    o_ch, _, k, _ = weight.shape
-    out = []
-    for s in range(n):
-        wk = weight * styles[s][None, :, None, None]
-        if demodulate:
-            wk = wk / np.sqrt((wk**2).sum(axis=(1, 2, 3)) + 1e-8)[:, None, None, None]
-        if up == 1:
-            xp = np.pad(x[s], ((0, 0), (k // 2, k // 2), (k // 2, k // 2)))
-            y = np.stack([sum(scipy.signal.correlate2d(xp[i], wk[o, i], mode="valid") for i in range(i_ch))
-                          for o in range(o_ch)])
-        else:
-            # Filtered 2x upsampling on the grid of upsample2d extended by k//2 pixels per side,
-            # then a 'valid' true convolution with the kernel (the reference's semantics).
-            u = np.zeros((i_ch, 2 * h, 2 * w))
-            u[:, ::2, ::2] = x[s]
-            fk = fir.shape[0]
-            full = np.stack([scipy.signal.convolve2d(u[i], fir * 4, mode="full") for i in range(i_ch)])
-            start = (fk - 1) - (fk + 1) // 2 - k // 2  # full index of upsample2d pixel -k//2
-            size = 2 * h + 2 * (k // 2)
-            grid = np.pad(full, ((0, 0), (max(-start, 0),) * 2, (max(-start, 0),) * 2))
-            grid = grid[:, max(start, 0): max(start, 0) + size, max(start, 0): max(start, 0) + size]
-            y = np.stack([sum(scipy.signal.convolve2d(grid[i], wk[o, i], mode="valid") for i in range(i_ch))
-                          for o in range(o_ch)])
-        out.append(y)
-    return np.stack(out)
-
-
 @pytest.mark.parametrize(("up", "demodulate", "k"), [(1, True, 3), (1, False, 1), (2, True, 3), (1, True, 3)])
 def test_modulated_conv2d_matches_naive_per_sample(up, demodulate, k):
     rng = _rng(6 + up + k)
@@ -138,16 +110,59 @@ def test_modulated_conv2d_matches_naive_per_sample(up, demodulate, k):
     fir = np.outer([1, 3, 3, 1], [1, 3, 3, 1]) / 64.0
     got = ops.modulated_conv2d(torch.from_numpy(x), torch.from_numpy(weight), torch.from_numpy(styles),
                                demodulate=demodulate, up=up, fir=torch.from_numpy(fir) if up > 1 else None)
-    want = _naive_modconv(x, weight, styles, demodulate, up, fir)
+    want = naive_modconv(x, weight, styles, demodulate, up, fir)
     assert got.shape == want.shape == (3, 6, 5 * up, 5 * up)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-10)
 
 
-def test_modulated_conv2d_rejects_bad_shapes():
+@pytest.mark.parametrize(("up", "demodulate", "k"), [(1, True, 3), (1, False, 1), (2, True, 3)])
+@pytest.mark.parametrize("count", [1, 3])
+def test_every_modulated_conv_form_matches_the_naive_equations(up, demodulate, k, count):
+    rng = _rng(7 + up + k)
+    x, weight, styles = rng.normal(size=(count, 4, 5, 5)), rng.normal(size=(2, 4, k, k)), rng.normal(size=(count, 4))
+    taps = np.array([1.0, 2.0, 5.0, 1.0])  # asymmetric: catches a flipped filter
+    fir = np.outer(taps, taps) / taps.sum() ** 2
+    expected = naive_modconv(x, weight, styles, demodulate, up, fir)
+    args = [torch.from_numpy(a) for a in (x, weight, styles)]
+    for form, fir_impl, fuse, channels_last in itertools.product(ops.MODCONV_FORMS, ops.FIR_IMPLS, (False, True),
+                                                                  (False, True)):
+        if fuse and form == "reference":
+            continue
+        xx = args[0].contiguous(memory_format=torch.channels_last) if channels_last else args[0]
+        y = ops.modulated_conv2d(xx, args[1], args[2], demodulate, up, torch.from_numpy(fir), form=form,
+                                 fir_impl=fir_impl, fuse_upsampling=fuse)
+        np.testing.assert_allclose(y.numpy(), expected, rtol=0, atol=1e-10,
+                                   err_msg=f"{form} {fir_impl} fuse={fuse} channels_last={channels_last}")
+
+
+def test_factored_forms_helpers_match_scipy():
+    rng = _rng(1)
+    taps = np.array([1.0, 2.0, 5.0, 1.0])
+    fir = torch.from_numpy(np.outer(taps, taps) / taps.sum() ** 2)
+    weight = torch.from_numpy(rng.normal(size=(2, 3, 3, 3)))
+    merged = ops.upsampling_kernel(weight, fir, gain=4.0)
+    for o, i in itertools.product(range(2), range(3)):
+        full = scipy.signal.convolve2d(weight[o, i].numpy(), fir.numpy() * 4.0, mode="full")
+        np.testing.assert_allclose(merged[o, i].numpy(), full, rtol=0, atol=1e-12)
+    styles = torch.from_numpy(rng.normal(size=(4, 3)))
+    explicit = (weight[None] * styles[:, None, :, None, None]).square().sum(dim=[2, 3, 4]).add(1e-8).rsqrt()
+    torch.testing.assert_close(ops.demodulation_coefficients(weight, styles), explicit, rtol=1e-12, atol=0)
+
+
+def test_modulated_conv2d_rejects_bad_shapes_and_forms():
     with pytest.raises(ValueError, match="styles"):
         ops.modulated_conv2d(torch.zeros(2, 4, 5, 5), torch.zeros(3, 4, 3, 3), torch.zeros(2, 5))
     with pytest.raises(ValueError, match="does not fit"):
         ops.modulated_conv2d(torch.zeros(2, 4, 5, 5), torch.zeros(3, 5, 3, 3), torch.zeros(2, 4))
+    args = (torch.zeros(2, 4, 5, 5), torch.zeros(3, 4, 3, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="form must be one of"):
+        ops.modulated_conv2d(*args, form="grouped")
+    with pytest.raises(ValueError, match="fir_impl"):
+        ops.modulated_conv2d(*args, fir_impl="fft")
+    with pytest.raises(ValueError, match="up=2 with a FIR filter"):
+        ops.modulated_conv2d(*args, up=2)
+    with pytest.raises(ValueError, match="fuse_upsampling needs form"):
+        ops.modulated_conv2d(*args, up=2, fir=ops.fir_filter([1, 3, 3, 1]), fuse_upsampling=True)
 
 
 def test_truncate_with_and_without_cutoff():
