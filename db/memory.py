@@ -25,7 +25,6 @@ from db.records import (
     Job,
     JobState,
     NewAppraisal,
-    NewCalibration,
     NewPatient,
     NewPhoto,
     NewResultObject,
@@ -62,7 +61,7 @@ class InMemoryRepository:
         self._appraisals: dict[int, Appraisal] = {}
         self._results: dict[int, ResultObject] = {}
         self._transfers: dict[int, Transfer] = {}
-        self._calibrations: dict[int, Calibration] = {}
+        self._calibrations: list[Calibration] = []
 
     def _now(self, now: datetime | None) -> datetime:
         return as_utc(self._clock() if now is None else now, "now")
@@ -370,16 +369,18 @@ class InMemoryRepository:
                                                 s.patient.issuer_of_patient_id))
 
     # --- calibration ----------------------------------------------------------------------------
-    def save_calibration(self, calibration: NewCalibration) -> Calibration:
+    def save_calibration(self, calibration: Calibration) -> int:
+        if not isinstance(calibration, Calibration):
+            raise TypeError(f"calibration must be a Calibration, got {type(calibration).__name__}")
         with self._lock:
-            stored = Calibration(**vars(calibration), id=len(self._calibrations) + 1)
-            self._calibrations[stored.id] = stored
-            return stored
+            self._calibrations.append(calibration)
+            return len(self._calibrations)
 
     def latest_calibration(self) -> Calibration | None:
         with self._lock:
-            return max(self._calibrations.values(), key=lambda c: (c.created_at, c.id),
-                       default=None)
+            latest = max(enumerate(self._calibrations), key=lambda item: (item[1].created_at, item[0]),
+                         default=None)
+            return None if latest is None else latest[1]
 
     def close(self) -> None:
         """Nothing to release."""

@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db import records as r
 from db.timeutil import as_utc
+from pipeline.vocabulary import ScoreVariant, VariantScore
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -231,9 +232,22 @@ def transfer_record(row: TransferRow) -> r.Transfer:
                       **_fields(row, _WORK_FIELDS))
 
 
+def score_row(item: VariantScore) -> ScoreRowRow:
+    """A score as a row; no erosion order is stored as ""."""
+    variant = item.variant
+    return ScoreRowRow(method=variant.method.value, processing=variant.processing.value,
+                       region=variant.region.value, adaptation=variant.adaptation,
+                       erosion_order="" if variant.erosion_order is None else variant.erosion_order.value,
+                       score=item.score)
+
+
+def variant_score(row: ScoreRowRow) -> VariantScore:
+    variant = ScoreVariant(row.method, row.processing, row.region, row.adaptation, row.erosion_order or None)
+    return VariantScore(variant, row.score)
+
+
 def appraisal_record(row: AppraisalRow) -> r.Appraisal:
-    scores = tuple(r.ScoreRow(**_fields(s, ("method", "processing", "region", "erosion_order",
-                                            "adaptation", "score"))) for s in row.scores)
+    scores = tuple(variant_score(s) for s in row.scores)
     return r.Appraisal(scores=scores, **_fields(row, (
         "id", "photo_id", "job_id", "model_name", "model_id_hash", "non_clinical", "status",
         "failure_reason", "settings", "timings", "pose", "created_at")))
@@ -244,6 +258,21 @@ def result_object_record(row: ResultObjectRow) -> r.ResultObject:
                                           "series_instance_uid", "file_path", "created_at")))
 
 
+_CALIBRATION_COLUMNS = ("slope", "intercept", "slope_se", "intercept_se", "residual_sd", "n", "created_at")
+
+
+def calibration_row(calibration: r.Calibration) -> CalibrationRow:
+    """The row of a calibration: its fields without a column of their own go into ``provenance``."""
+    kept = {name: getattr(calibration, name) for name in r.CALIBRATION_PROVENANCE_FIELDS}
+    return CalibrationRow(**{name: getattr(calibration, name) for name in _CALIBRATION_COLUMNS},
+                          provenance={**calibration.provenance, **kept})
+
+
 def calibration_record(row: CalibrationRow) -> r.Calibration:
-    return r.Calibration(**_fields(row, ("id", "slope", "intercept", "slope_se", "intercept_se",
-                                         "residual_sd", "n", "created_at", "provenance")))
+    provenance = dict(row.provenance or {})
+    missing = [name for name in r.CALIBRATION_PROVENANCE_FIELDS if name not in provenance]
+    if missing:
+        raise ValueError(f"calibration {row.id} lacks {missing} in its provenance; fit it again with "
+                         "`cleftscore calibrate`")
+    kept = {name: provenance.pop(name) for name in r.CALIBRATION_PROVENANCE_FIELDS}
+    return r.Calibration(**_fields(row, _CALIBRATION_COLUMNS), **kept, provenance=provenance)

@@ -18,17 +18,9 @@ from typing import Any
 
 from db.checks import json_object, require_finite, require_text, require_uid, set_field
 from db.timeutil import as_utc, as_utc_or_none
+from pipeline.vocabulary import PRIMARY_VARIANT, ScoreVariant, VariantScore, find_score
 
 JsonObject = dict[str, Any]
-
-#: Score key of the paper's best configuration: PSE heatmap, YCbCr and erosion, mouth/nose
-#: region, with model adaptation, eroded after differencing (the journal's order). The names
-#: are the values of pipeline.compare.scoring's enums (HeatmapMethod, Processing, ErosionOrder).
-PRIMARY_METHOD = "pse"
-PRIMARY_PROCESSING = "ycbcr+erosion"
-PRIMARY_REGION = "mouth_nose"
-PRIMARY_EROSION_ORDER = "diff_then_erode"
-PRIMARY_ADAPTATION = True
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -172,36 +164,11 @@ class IntakeResult:
 
 
 @dataclass(frozen=True)
-class ScoreRow:
-    """One score of the grid: heatmap method × processing × region × adaptation."""
-
-    method: str  # "pse", "lpips", "ssim"
-    processing: str  # "base", "ycbcr", "erosion", "ycbcr+erosion"
-    region: str  # "mouth_nose", "face_without_eyes"
-    erosion_order: str | None  # "diff_then_erode", "erode_then_diff"; None or "" → stored ""
-    adaptation: bool
-    score: float
-
-    def __post_init__(self) -> None:
-        for name in ("method", "processing", "region"):
-            require_text(getattr(self, name), name)
-        if self.erosion_order is None:
-            set_field(self, "erosion_order", "")
-        elif not isinstance(self.erosion_order, str):
-            raise TypeError(f"erosion_order must be a string or None, got {self.erosion_order!r}")
-        if not isinstance(self.adaptation, bool):
-            raise TypeError(f"adaptation must be a bool, got {self.adaptation!r}")
-        require_finite(self.score, "score")
-        set_field(self, "score", float(self.score))
-
-    @property
-    def key(self) -> tuple[str, str, str, str, bool]:
-        return (self.method, self.processing, self.region, self.erosion_order, self.adaptation)
-
-
-@dataclass(frozen=True)
 class NewAppraisal:
-    """The outcome of scoring one photo with one model; failed ones carry a reason and no scores."""
+    """The outcome of scoring one photo with one model; failed ones carry a reason and no scores.
+
+    ``scores``: one :class:`pipeline.vocabulary.VariantScore` per grid cell computed.
+    """
 
     photo_id: int
     job_id: int | None
@@ -214,7 +181,7 @@ class NewAppraisal:
     settings: JsonObject = field(default_factory=dict)
     timings: JsonObject = field(default_factory=dict)
     pose: JsonObject | None = None
-    scores: tuple[ScoreRow, ...] = ()
+    scores: tuple[VariantScore, ...] = ()
 
     def __post_init__(self) -> None:
         require_text(self.model_name, "model_name")
@@ -222,30 +189,29 @@ class NewAppraisal:
         set_field(self, "status", AppraisalStatus(self.status))
         set_field(self, "created_at", as_utc(self.created_at, "created_at"))
         set_field(self, "scores", tuple(self.scores))
+        for item in self.scores:
+            if not isinstance(item, VariantScore):
+                raise TypeError(f"scores must hold VariantScore records, got {type(item).__name__}")
         if self.status is AppraisalStatus.FAILED:
             require_text(self.failure_reason, "failure_reason of a failed appraisal")
             if self.scores:
                 raise ValueError("a failed appraisal carries no scores")
         elif self.failure_reason:
             raise ValueError("a succeeded appraisal has no failure_reason")
-        keys = [row.key for row in self.scores]
-        if len(set(keys)) != len(keys):
-            raise ValueError("scores contain the same (method, processing, region, "
-                             "erosion_order, adaptation) twice")
+        variants = [item.variant for item in self.scores]
+        if len(set(variants)) != len(variants):
+            raise ValueError("scores contain the same variant twice")
         for name in ("settings", "timings", "pose"):
             set_field(self, name, json_object(getattr(self, name), name))
 
-    def score(self, method: str, processing: str, region: str, adaptation: bool,
-              erosion_order: str | None = None) -> float | None:
-        """The score with this key (erosion_order None or "" for no erosion), or None."""
-        wanted = (method, processing, region, erosion_order or "", adaptation)
-        return next((row.score for row in self.scores if row.key == wanted), None)
+    def score(self, variant: ScoreVariant) -> float | None:
+        """The score of ``variant``, or None when it was not computed."""
+        return find_score(self.scores, variant)
 
     @property
     def primary_score(self) -> float | None:
-        """PSE / ycbcr+erosion / mouth_nose / adapted / diff_then_erode, if it was computed."""
-        return self.score(PRIMARY_METHOD, PRIMARY_PROCESSING, PRIMARY_REGION,
-                          PRIMARY_ADAPTATION, PRIMARY_EROSION_ORDER)
+        """The score of :data:`pipeline.vocabulary.PRIMARY_VARIANT`, if it was computed."""
+        return self.score(PRIMARY_VARIANT)
 
 
 @dataclass(frozen=True)
@@ -303,9 +269,24 @@ class Transfer:
 # --- calibration --------------------------------------------------------------------------------
 
 
+#: Calibration fields kept in the ``provenance`` JSON column of the ``calibrations`` table.
+CALIBRATION_PROVENANCE_FIELDS = ("model_identity", "source", "score_mean", "score_sxx", "pearson_r")
+
+
 @dataclass(frozen=True)
-class NewCalibration:
-    """Linear map from score to the human rating scale, with its uncertainty and provenance."""
+class Calibration:
+    """Linear map from the primary score S to the 1–7 human rating: rating ≈ intercept + slope·S.
+
+    An ordinary least-squares fit on ``n`` photos rated by clinicians (mean rating per photo)
+    and scored with one model (``model_identity``): scores compare only within one model, so
+    a calibration applies to that model's results only. ``slope_se``/``intercept_se`` are the
+    standard errors of the coefficients, ``residual_sd`` the residual standard deviation
+    (n − 2 degrees of freedom), ``score_mean`` and ``score_sxx`` the mean of the rated scores and
+    Σ (S − score_mean)²: with them :func:`service.research.calibration.calibrated_rating` gives a
+    new photo's rating and its prediction interval. ``source`` names the ratings file;
+    ``provenance`` keeps anything else (the file's hash, the rated rows). Made by
+    :func:`service.research.calibration.fit_calibration`; stored as it is by the repositories.
+    """
 
     slope: float
     intercept: float
@@ -313,25 +294,42 @@ class NewCalibration:
     intercept_se: float
     residual_sd: float
     n: int
+    score_mean: float
+    score_sxx: float
+    pearson_r: float
+    model_identity: str
+    source: str
     created_at: datetime
     provenance: JsonObject = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("slope", "intercept", "slope_se", "intercept_se", "residual_sd"):
+        for name in ("slope", "intercept", "slope_se", "intercept_se", "residual_sd", "score_mean", "score_sxx",
+                     "pearson_r"):
             require_finite(getattr(self, name), name)
             set_field(self, name, float(getattr(self, name)))
         for name in ("slope_se", "intercept_se", "residual_sd"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
-            raise ValueError(f"n must be an integer >= 2, got {self.n!r}")
+        if self.slope == 0:
+            raise ValueError("slope must not be 0: a flat line maps every score to one rating")
+        if self.score_sxx <= 0:
+            raise ValueError(f"score_sxx must be > 0 (the rated scores must differ), got {self.score_sxx!r}")
+        if not -1.0 <= self.pearson_r <= 1.0:
+            raise ValueError(f"pearson_r must lie in [-1, 1], got {self.pearson_r!r}")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 3:
+            raise ValueError(f"n must be an integer >= 3 (the interval has n - 2 degrees of freedom), got {self.n!r}")
+        require_text(self.model_identity, "model_identity")
+        if not isinstance(self.source, str):
+            raise TypeError(f"source must be a str, got {type(self.source).__name__}")
         set_field(self, "created_at", as_utc(self.created_at, "created_at"))
         set_field(self, "provenance", json_object(self.provenance, "provenance"))
+        reserved = sorted(set(self.provenance) & set(CALIBRATION_PROVENANCE_FIELDS))
+        if reserved:
+            raise ValueError(f"provenance must not repeat the calibration's own fields {reserved}")
 
-
-@dataclass(frozen=True)
-class Calibration(NewCalibration):
-    id: int = field(kw_only=True)
+    def rating(self, score: float) -> float:
+        """The calibrated rating intercept + slope·score (no interval; see calibrated_rating)."""
+        return self.intercept + self.slope * score
 
 
 # --- query results ------------------------------------------------------------------------------

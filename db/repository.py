@@ -21,7 +21,6 @@ from db.records import (
     IntakeResult,
     Job,
     NewAppraisal,
-    NewCalibration,
     NewPatient,
     NewPhoto,
     NewResultObject,
@@ -136,7 +135,9 @@ class Repository(Protocol):
         ...
 
     # --- calibration ----------------------------------------------------------------------------
-    def save_calibration(self, calibration: NewCalibration) -> Calibration: ...
+    def save_calibration(self, calibration: Calibration) -> int:
+        """Store a calibration; returns its id."""
+        ...
 
     def latest_calibration(self) -> Calibration | None:
         """The calibration with the latest created_at (ties: the last saved), or None."""

@@ -30,7 +30,6 @@ from db.records import (
     Job,
     JobState,
     NewAppraisal,
-    NewCalibration,
     NewPatient,
     NewPhoto,
     NewResultObject,
@@ -255,7 +254,7 @@ class SqlRepository:
     def save_appraisal(self, appraisal: NewAppraisal, *,
                        worker_id: str | None = None) -> Appraisal:
         fields = vars(appraisal).copy()
-        scores = [m.ScoreRowRow(**vars(score)) for score in fields.pop("scores")]
+        scores = [m.score_row(score) for score in fields.pop("scores")]
         with self._session(write=True) as s:
             self._load(s, m.PhotoRow, appraisal.photo_id, "photo")
             if appraisal.job_id is None:
@@ -392,12 +391,14 @@ class SqlRepository:
             return q.patient_summaries(s)
 
     # --- calibration ----------------------------------------------------------------------------
-    def save_calibration(self, calibration: NewCalibration) -> Calibration:
+    def save_calibration(self, calibration: Calibration) -> int:
+        if not isinstance(calibration, Calibration):
+            raise TypeError(f"calibration must be a Calibration, got {type(calibration).__name__}")
         with self._session(write=True) as s:
-            row = m.CalibrationRow(**vars(calibration))
+            row = m.calibration_row(calibration)
             s.add(row)
             s.flush()
-            return m.calibration_record(row)
+            return row.id
 
     def latest_calibration(self) -> Calibration | None:
         with self._session(write=False) as s:

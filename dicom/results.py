@@ -38,6 +38,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicom.photo import timezone_offset
 from dicom.storage import sanitise_uid
+from pipeline.vocabulary import NON_CLINICAL_LABEL_ASCII
 
 #: Our UID root. PLACEHOLDER: a sub-arc of the Medical Connections free UID
 #: service (1.2.826.0.1.3680043), not registered to us. Replace it with the
@@ -47,8 +48,8 @@ DEFAULT_UID_ROOT = "1.2.826.0.1.3680043.10.1234."
 
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 
-#: ASCII on purpose: the copied SpecificCharacterSet may not cover an em dash.
-NON_CLINICAL_MARKER = "DEMO - NOT FOR CLINICAL USE"
+#: The non-clinical label in ASCII: the copied SpecificCharacterSet may not cover an em dash.
+NON_CLINICAL_MARKER = NON_CLINICAL_LABEL_ASCII
 
 #: Default Concept Name of the PDF: LOINC 18748-4 "Diagnostic Imaging Report".
 REPORT_CONCEPT_NAME = codes.LN.DiagnosticImagingReport

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.compare.heatmaps import ErosionOrder
-from pipeline.compare.scoring import VariantScore, score_all_variants
+from pipeline.compare.scoring import score_all_variants
 from pipeline.models.bundle import ModelBundle, ModelIdentity
 from pipeline.normalize.adaptation import AdaptationSettings, adapt
 from pipeline.normalize.engine import EXACT, PerformanceSettings
@@ -22,9 +21,7 @@ from pipeline.normalize.inversion import InversionSettings, WStats, compute_w_st
 from pipeline.normalize.schedules import FastSchedule, NormalizationMode, invert_in_mode
 from pipeline.preprocess.steps import PreprocessResult, PreprocessSettings, preprocess
 from pipeline.progress import Progress
-
-#: The score shown first: PSE, YCbCr + erosion, mouth/nose, with adaptation (paper Table 1's best cell).
-PRIMARY_VARIANT = {"method": "pse", "processing": "ycbcr+erosion", "region": "mouth_nose", "adaptation": True}
+from pipeline.vocabulary import PRIMARY_VARIANT, ErosionOrder, ScoreVariant, VariantScore, find_score
 
 
 @dataclass(frozen=True)
@@ -57,6 +54,9 @@ class AppraisalSettings:
                                  f"got {self.mode!r}") from None
         if not isinstance(self.performance, PerformanceSettings):
             raise TypeError(f"performance must be PerformanceSettings, got {type(self.performance).__name__}")
+        if PRIMARY_VARIANT.erosion_order not in self.erosion_orders:
+            raise ValueError(f"erosion_orders must include {PRIMARY_VARIANT.erosion_order.value!r}, the primary "
+                             f"score's order; got {[getattr(o, 'value', o) for o in self.erosion_orders]}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON record of the settings, stored with every appraisal.
@@ -86,17 +86,6 @@ class AppraisalSettings:
 
 
 @dataclass(frozen=True)
-class AppraisalScore:
-    """One variant's score, with or without model adaptation."""
-
-    variant: VariantScore
-    adaptation: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.variant.to_dict(), "adaptation": self.adaptation}
-
-
-@dataclass(frozen=True)
 class AppraisalResult:
     """The typed result of :func:`appraise`.
 
@@ -109,7 +98,7 @@ class AppraisalResult:
     preprocessing: PreprocessResult
     inverted: np.ndarray
     normalized: np.ndarray
-    scores: tuple[AppraisalScore, ...]
+    scores: tuple[VariantScore, ...]
     heatmaps: dict[str, np.ndarray]
     model: ModelIdentity
     settings: AppraisalSettings
@@ -123,19 +112,29 @@ class AppraisalResult:
 
     @property
     def primary_score(self) -> float:
-        return self.score(**PRIMARY_VARIANT)
+        """The score of :data:`pipeline.vocabulary.PRIMARY_VARIANT`."""
+        return self.score(PRIMARY_VARIANT)
 
     @property
     def primary_heatmap(self) -> np.ndarray:
-        return self.heatmaps["with_adaptation/pse/ycbcr+erosion/" + self.settings.erosion_orders[0].value]
+        """The heatmap behind :attr:`primary_score`, ``[S, S]``."""
+        return self.heatmaps[adapted_heatmap_key(PRIMARY_VARIANT.adaptation, PRIMARY_VARIANT.heatmap_key)]
 
-    def score(self, method: str, processing: str, region: str, adaptation: bool, erosion_order: str | None = None) -> float:
-        for item in self.scores:
-            data = item.to_dict()
-            if (data["method"], data["processing"], data["region"], item.adaptation) == (method, processing, region, adaptation):
-                if erosion_order is None or data["erosion_order"] in (None, erosion_order):
-                    return float(data["score"])
-        raise KeyError(f"no score for {method}/{processing}/{region} adaptation={adaptation}")
+    def score(self, variant: ScoreVariant) -> float:
+        """One variant's score; KeyError when the settings did not compute it."""
+        return _score(self.scores, variant)
+
+
+def adapted_heatmap_key(adaptation: bool, heatmap_key: str) -> str:
+    """Key of a heatmap in a result's ``heatmaps``: "with_adaptation/pse/ycbcr+erosion/diff_then_erode"."""
+    return f"{'with' if adaptation else 'without'}_adaptation/{heatmap_key}"
+
+
+def _score(scores: tuple[VariantScore, ...], variant: ScoreVariant) -> float:
+    found = find_score(scores, variant)
+    if found is None:
+        raise KeyError(f"no score for {variant.key}")
+    return found
 
 
 def image_to_tensor(image: np.ndarray, device: str | torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -176,20 +175,15 @@ class NormalizationResult:
 
     inverted: np.ndarray
     normalized: np.ndarray
-    scores: tuple[AppraisalScore, ...]
+    scores: tuple[VariantScore, ...]
     heatmaps: dict[str, np.ndarray]
     timings: dict[str, float]
     inversion_losses: tuple[float, ...]
     adaptation_losses: tuple[float, ...]
 
-    def score(self, method: str, processing: str, region: str, adaptation: bool, erosion_order: str | None = None) -> float:
-        """One variant's score; ``erosion_order`` is needed only to pick between orders."""
-        for item in self.scores:
-            data = item.to_dict()
-            if (data["method"], data["processing"], data["region"], item.adaptation) == (method, processing, region, adaptation):
-                if erosion_order is None or data["erosion_order"] in (None, erosion_order):
-                    return float(data["score"])
-        raise KeyError(f"no score for {method}/{processing}/{region} adaptation={adaptation} erosion_order={erosion_order}")
+    def score(self, variant: ScoreVariant) -> float:
+        """One variant's score; KeyError when the settings did not compute it."""
+        return _score(self.scores, variant)
 
 
 def normalize_aligned(
@@ -235,13 +229,14 @@ def normalize_aligned(
     normalized = tensor_to_image(adaptation.image)
     mark = time.perf_counter()
     lpips_model = bundle.lpips_spatial if settings.lpips_heatmaps else None
-    scores: list[AppraisalScore] = []
+    scores: list[VariantScore] = []
     heatmaps: dict[str, np.ndarray] = {}
-    for label, counterpart, adapted in (("without_adaptation", inverted, False), ("with_adaptation", normalized, True)):
-        variants, maps = score_all_variants(aligned_rgb, counterpart, masks, lpips_model=lpips_model,
-                                            erosion_orders=settings.erosion_orders, device=device)
-        scores.extend(AppraisalScore(v, adapted) for v in variants)
-        heatmaps.update({f"{label}/{key}": value for key, value in maps.items()})
+    for counterpart, adapted in ((inverted, False), (normalized, True)):
+        variants, maps = score_all_variants(aligned_rgb, counterpart, masks, adaptation=adapted,
+                                            lpips_model=lpips_model, erosion_orders=settings.erosion_orders,
+                                            device=device)
+        scores.extend(variants)
+        heatmaps.update({adapted_heatmap_key(adapted, key): value for key, value in maps.items()})
     timings["scoring"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
     return NormalizationResult(
@@ -289,7 +284,7 @@ def appraise(
 def scores_record(result: AppraisalResult) -> dict[str, Any]:
     """The JSON record written as scores.json and stored with the appraisal."""
     return {
-        "primary": {**PRIMARY_VARIANT, "erosion_order": result.settings.erosion_orders[0].value, "score": result.primary_score},
+        "primary": {**PRIMARY_VARIANT.to_dict(), "score": result.primary_score},
         "scores": [item.to_dict() for item in result.scores],
         "model": result.model.to_dict(),
         "non_clinical": result.model.non_clinical,

@@ -9,11 +9,12 @@ import numpy as np
 
 from pipeline.preprocess.align import AlignmentTransform
 from pipeline.preprocess.masks import mask_outline
+from pipeline.vocabulary import Region
 
 #: Outline colours (RGB) per region.
-REGION_COLOURS: dict[str, tuple[int, int, int]] = {
-    "mouth_nose": (255, 64, 64),
-    "face_without_eyes": (64, 160, 255),
+REGION_COLOURS: dict[Region, tuple[int, int, int]] = {
+    Region.MOUTH_NOSE: (255, 64, 64),
+    Region.FACE_WITHOUT_EYES: (64, 160, 255),
 }
 LANDMARK_COLOUR = (255, 255, 0)
 

@@ -8,40 +8,30 @@ larger where the two images differ more:
 * ``lpips_heatmap`` – lpips' spatial output, [H, W].
 
 ``grey_erode_3x3`` is the paper's grey-level erosion (3×3 square minimum filter,
-per channel, edges as ``scipy.ndimage.grey_erosion(size=(3, 3))``: mode
-'reflect', i.e. the edge pixel is repeated). ``compare_with_erosion`` applies it
-in either order: erode both images, then compare (arXiv version), or compare,
-then erode the map (journal version, the default).
+per channel: ``scipy.ndimage.grey_erosion``, mode 'reflect', i.e. the edge pixel is
+repeated). ``compare_with_erosion`` applies it in either order: erode both images,
+then compare (arXiv version), or compare, then erode the map (journal version, the
+default).
 """
 
 from __future__ import annotations
 
-import enum
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from scipy import ndimage
+from skimage.metrics import structural_similarity
 
+from pipeline.vocabulary import DEFAULT_EROSION_ORDER, ErosionOrder
 
-class ErosionOrder(enum.Enum):
-    """Where the 3×3 erosion goes relative to the comparison."""
-
-    #: Journal version (PLOS ONE 2023): "heat-map generation, morphological erosion". Default.
-    DIFF_THEN_ERODE = "diff_then_erode"
-    #: arXiv version (2211.06659): erode both images, then build the heatmap.
-    ERODE_THEN_DIFF = "erode_then_diff"
-
-
-DEFAULT_EROSION_ORDER = ErosionOrder.DIFF_THEN_ERODE
-
-#: SSIM window: Gaussian, sigma 1.5, truncated at 3.5 sigma (11 taps), population
-#: covariance; K1, K2 as Wang et al. 2004. Equals skimage's
-#: ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
+#: SSIM window: Gaussian, sigma 1.5, truncated at 3.5 sigma (11 taps, skimage's fixed
+#: truncation for ``gaussian_weights=True``), population covariance; K1, K2 as Wang et al. 2004.
 SSIM_SIGMA = 1.5
-SSIM_TRUNCATE = 3.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+#: Smallest image side skimage's SSIM accepts with this window (2·round(3.5·1.5) + 1).
+MIN_SSIM_SIDE = 11
 
 #: Smallest image side lpips' AlexNet/VGG trunks accept without failing.
 MIN_LPIPS_SIDE = 32
@@ -69,8 +59,8 @@ def grey_erode_3x3(image: np.ndarray) -> np.ndarray:
     """Grey-level erosion with a 3×3 square: each pixel becomes its 3×3 minimum.
 
     image: [H, W] or [H, W, C] (channels eroded independently), any real dtype.
-    Returns the same shape and dtype. Edges repeat the border pixel, which is
-    ``scipy.ndimage.grey_erosion(size=(3, 3))`` with its default mode 'reflect'.
+    Returns the same shape and dtype. Edges repeat the border pixel
+    (``scipy.ndimage.grey_erosion``'s default mode 'reflect').
     """
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
@@ -78,15 +68,7 @@ def grey_erode_3x3(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image must be [H, W] or [H, W, C], got shape {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"image must not be empty, got shape {image.shape}")
-    height, width = image.shape[:2]
-    pad_width = ((1, 1), (1, 1)) + ((0, 0),) * (image.ndim - 2)
-    # numpy's 'symmetric' (d c b a | a b c d) is scipy.ndimage's 'reflect'.
-    padded = np.pad(image, pad_width, mode="symmetric")
-    eroded = padded[1 : 1 + height, 1 : 1 + width].copy()
-    for dy in range(3):
-        for dx in range(3):
-            np.minimum(eroded, padded[dy : dy + height, dx : dx + width], out=eroded)
-    return eroded
+    return ndimage.grey_erosion(image, size=(3, 3) + (1,) * (image.ndim - 2), mode="reflect")
 
 
 def pse_heatmap(original: np.ndarray, normalized: np.ndarray) -> np.ndarray:
@@ -103,32 +85,26 @@ def pse_heatmap(original: np.ndarray, normalized: np.ndarray) -> np.ndarray:
 def ssim_heatmap(original: np.ndarray, normalized: np.ndarray, *, data_range: float) -> np.ndarray:
     """Per-channel 1 − local SSIM, float64, clipped below at 0.
 
-    original, normalized: [H, W] or [H, W, C], same shape; channels are compared
-    independently (as skimage with ``channel_axis=-1``). data_range: the span of
+    original, normalized: [H, W] or [H, W, C], same shape, H and W at least
+    ``MIN_SSIM_SIDE``; channels are compared independently. data_range: the span of
     the value scale (255 for 8-bit values and for BT.601 code units in this
-    pipeline); it sets C1 = (K1·L)², C2 = (K2·L)². Local statistics use a
-    Gaussian window (``SSIM_SIGMA``, ``SSIM_TRUNCATE``) with reflected edges and
-    cover the whole image (no border crop). Values lie in [0, 2]; 0 = identical.
+    pipeline); it sets C1 = (K1·L)², C2 = (K2·L)². The local SSIM map is skimage's
+    ``structural_similarity(..., full=True)`` with a Gaussian window (``SSIM_SIGMA``),
+    population covariance and reflected edges; it covers the whole image (no border
+    crop). Values lie in [0, 2]; 0 = identical.
     """
     _check_pair(original, normalized)
     if not np.isfinite(data_range) or data_range <= 0:
         raise ValueError(f"data_range must be a positive finite number, got {data_range}")
-    x = original.astype(np.float64)
-    y = normalized.astype(np.float64)
-    sigma = (SSIM_SIGMA, SSIM_SIGMA) + (0.0,) * (x.ndim - 2)
-
-    def local_mean(values: np.ndarray) -> np.ndarray:
-        return ndimage.gaussian_filter(values, sigma=sigma, truncate=SSIM_TRUNCATE, mode="reflect")
-
-    mean_x, mean_y = local_mean(x), local_mean(y)
-    var_x = local_mean(x * x) - mean_x * mean_x
-    var_y = local_mean(y * y) - mean_y * mean_y
-    cov_xy = local_mean(x * y) - mean_x * mean_y
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
-    numerator = (2 * mean_x * mean_y + c1) * (2 * cov_xy + c2)
-    denominator = (mean_x * mean_x + mean_y * mean_y + c1) * (var_x + var_y + c2)
-    return np.maximum(1.0 - numerator / denominator, 0.0)
+    if min(original.shape[:2]) < MIN_SSIM_SIDE:
+        raise ValueError(f"SSIM needs images of at least {MIN_SSIM_SIDE}×{MIN_SSIM_SIDE}, "
+                         f"got {original.shape[0]}×{original.shape[1]}")
+    _, similarity = structural_similarity(
+        original.astype(np.float64), normalized.astype(np.float64), data_range=data_range,
+        channel_axis=-1 if original.ndim == 3 else None, gaussian_weights=True, sigma=SSIM_SIGMA,
+        use_sample_covariance=False, K1=SSIM_K1, K2=SSIM_K2, full=True,
+    )
+    return np.maximum(1.0 - similarity, 0.0)
 
 
 def _to_lpips_input(image: np.ndarray, name: str, device: torch.device) -> torch.Tensor:

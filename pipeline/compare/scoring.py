@@ -12,8 +12,10 @@ score equal to ``MAX_SCORE`` means "no measurable difference in the region".
 Real differences are many orders of magnitude above the floor (one 8-bit step
 in one pixel of a 1024² face gives r ≈ 1e-6).
 
-Grid. heatmap method × processing × region × erosion order (erosion variants
-only). Scales and the meaning of "processing" per method:
+Grid. heatmap method × processing × region × adaptation × erosion order (erosion
+variants only), named by :class:`pipeline.vocabulary.ScoreVariant`; adaptation
+says where the normalised face came from. Scales and the meaning of "processing"
+per method:
 
 * Colour scales. "base" compares RGB; PSE and SSIM see the 8-bit values
   (0–255) as floats. "ycbcr" compares BT.601 YCbCr in code units (Y 16–235,
@@ -37,33 +39,29 @@ further, so image changes just outside a mask can still move its score.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from pipeline.compare.colour import rgb_uint8_to_ycbcr, ycbcr_to_unit_range
-from pipeline.compare.heatmaps import (
+from pipeline.compare.heatmaps import compare_with_erosion, lpips_heatmap, pse_heatmap, ssim_heatmap
+from pipeline.vocabulary import (
     DEFAULT_EROSION_ORDER,
     ErosionOrder,
-    compare_with_erosion,
-    lpips_heatmap,
-    pse_heatmap,
-    ssim_heatmap,
+    HeatmapMethod,
+    Processing,
+    Region,
+    ScoreVariant,
+    VariantScore,
+    heatmap_key,
 )
 
 __all__ = [
-    "ErosionOrder",
-    "HeatmapMethod",
     "MAX_SCORE",
-    "Processing",
     "ROOT_ENERGY_FLOOR",
     "SSIM_DATA_RANGE",
-    "VariantScore",
-    "heatmap_key",
     "masked_energy",
     "masked_score",
     "score_all_variants",
@@ -76,64 +74,6 @@ ROOT_ENERGY_FLOOR = 1e-12
 MAX_SCORE = -math.log(ROOT_ENERGY_FLOOR)
 #: SSIM value span for both RGB (0–255) and BT.601 code units.
 SSIM_DATA_RANGE = 255.0
-
-
-class HeatmapMethod(enum.Enum):
-    PSE = "pse"
-    LPIPS = "lpips"
-    SSIM = "ssim"
-
-
-class Processing(enum.Enum):
-    BASE = "base"
-    YCBCR = "ycbcr"
-    EROSION = "erosion"
-    YCBCR_EROSION = "ycbcr+erosion"
-
-    @property
-    def uses_ycbcr(self) -> bool:
-        return self in (Processing.YCBCR, Processing.YCBCR_EROSION)
-
-    @property
-    def uses_erosion(self) -> bool:
-        return self in (Processing.EROSION, Processing.YCBCR_EROSION)
-
-
-def heatmap_key(
-    method: HeatmapMethod, processing: Processing, erosion_order: ErosionOrder | None
-) -> str:
-    """Stable name of one heatmap: "pse/base", "ssim/ycbcr+erosion/diff_then_erode"."""
-    if processing.uses_erosion != (erosion_order is not None):
-        raise ValueError(
-            f"erosion_order must be given exactly when processing uses erosion: "
-            f"{processing.value!r} with {erosion_order!r}"
-        )
-    key = f"{method.value}/{processing.value}"
-    return key if erosion_order is None else f"{key}/{erosion_order.value}"
-
-
-@dataclasses.dataclass(frozen=True)
-class VariantScore:
-    """One cell of the grid; erosion_order is None when processing has no erosion."""
-
-    method: HeatmapMethod
-    processing: Processing
-    region: str
-    erosion_order: ErosionOrder | None
-    score: float
-
-    @property
-    def heatmap_key(self) -> str:
-        return heatmap_key(self.method, self.processing, self.erosion_order)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method.value,
-            "processing": self.processing.value,
-            "region": self.region,
-            "erosion_order": None if self.erosion_order is None else self.erosion_order.value,
-            "score": self.score,
-        }
 
 
 def _check_mask(mask: np.ndarray, shape: tuple[int, ...], name: str = "mask") -> int:
@@ -257,37 +197,52 @@ def _variant_heatmap(
     return heatmap.sum(axis=2) if heatmap.ndim == 3 else heatmap.astype(np.float64)
 
 
+def _check_masks(masks: Mapping[Region | str, np.ndarray], shape: tuple[int, ...]) -> dict[Region, int]:
+    """Pixel count per region; region names must be :class:`Region` values."""
+    if not isinstance(masks, Mapping) or not masks:
+        raise ValueError("masks must be a non-empty mapping of region name to bool mask")
+    n_pixels = {}
+    for name, mask in masks.items():
+        try:
+            region = Region(name)
+        except ValueError:
+            raise ValueError(f"mask names must be regions ({', '.join(r.value for r in Region)}), "
+                             f"got {name!r}") from None
+        n_pixels[region] = _check_mask(mask, shape, name=f"mask {region.value!r}")
+    return n_pixels
+
+
 def score_all_variants(
     aligned_rgb: np.ndarray,
     normalized_rgb: np.ndarray,
-    masks: Mapping[str, np.ndarray],
+    masks: Mapping[Region | str, np.ndarray],
     *,
+    adaptation: bool,
     lpips_model: torch.nn.Module | None = None,
     erosion_orders: Sequence[ErosionOrder] = (DEFAULT_EROSION_ORDER,),
     device: str | torch.device = "cpu",
 ) -> tuple[list[VariantScore], dict[str, np.ndarray]]:
-    """Every Table 1 cell for one photo: scores and the heatmaps behind them.
+    """Every Table 1 cell for one photo and one normalised face: scores and the heatmaps behind them.
 
     aligned_rgb, normalized_rgb: uint8 RGB [H, W, 3], same shape (aligned
-    photo and its normalised face). masks: region name → bool [H, W], not empty.
+    photo and its normalised face). masks: region (:class:`Region` or its value) →
+    bool [H, W], not empty. adaptation: whether ``normalized_rgb`` comes from model
+    adaptation (True) or from the inversion alone (False); it names the variants.
     lpips_model: an eval-mode ``lpips.LPIPS(spatial=True)`` on ``device``; when
     None the LPIPS variants are left out (no scores, no heatmaps).
     erosion_orders: the orders to compute for the erosion variants.
 
     Returns (scores, heatmaps). scores is ordered method → processing → erosion
-    order → region (in the order of ``masks``); heatmaps maps ``heatmap_key`` to
-    a float64 [H, W] map summed over channels. Per region: 2 + 2·len(orders)
-    scores per method, for 2 or 3 methods.
+    order → region (in the order of ``masks``); heatmaps maps
+    :func:`pipeline.vocabulary.heatmap_key` to a float64 [H, W] map summed over
+    channels. Per region: 2 + 2·len(orders) scores per method, for 2 or 3 methods.
     """
     _check_rgb_pair(aligned_rgb, normalized_rgb)
     orders = _check_erosion_orders(erosion_orders)
-    if not isinstance(masks, Mapping) or not masks:
-        raise ValueError("masks must be a non-empty mapping of region name to bool mask")
-    n_pixels = {}
-    for region, mask in masks.items():
-        if not isinstance(region, str) or not region:
-            raise ValueError(f"region names must be non-empty strings, got {region!r}")
-        n_pixels[region] = _check_mask(mask, aligned_rgb.shape[:2], name=f"mask {region!r}")
+    if not isinstance(adaptation, bool):
+        raise TypeError(f"adaptation must be a bool, got {adaptation!r}")
+    n_pixels = _check_masks(masks, aligned_rgb.shape[:2])
+    regions = [(region, masks[region]) for region in n_pixels]
 
     methods = [HeatmapMethod.PSE, HeatmapMethod.LPIPS, HeatmapMethod.SSIM]
     if lpips_model is None:
@@ -302,7 +257,8 @@ def score_all_variants(
                     method, processing, order, aligned_rgb, normalized_rgb, lpips_model, device
                 )
                 heatmaps[heatmap_key(method, processing, order)] = heatmap
-                for region, mask in masks.items():
+                for region, mask in regions:
                     score = score_from_energy(masked_energy(heatmap, mask), n_pixels[region])
-                    scores.append(VariantScore(method, processing, region, order, score))
+                    variant = ScoreVariant(method, processing, region, adaptation, order)
+                    scores.append(VariantScore(variant, score))
     return scores, heatmaps

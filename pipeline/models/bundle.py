@@ -20,10 +20,10 @@ import torch
 from pipeline.errors import ModelError
 from pipeline.hashing import file_sha256
 from pipeline.preprocess.faces import FaceModels
+from pipeline.vocabulary import NON_CLINICAL_LABEL
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-NON_CLINICAL_LABEL = "DEMO — NOT FOR CLINICAL USE"
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,15 @@ import cv2
 import numpy as np
 
 from pipeline.preprocess.faces import eye_centres
+from pipeline.vocabulary import Region
 
 MOUTH_NOSE_MARGIN = 0.12
 EYE_MARGIN = 0.15
-REGIONS = ("mouth_nose", "face_without_eyes")
 
 
-def region_masks(aligned_landmarks: np.ndarray, size: int) -> dict[str, np.ndarray]:
-    """Boolean ``[size, size]`` masks, keyed by region name (see :data:`REGIONS`)."""
+def region_masks(aligned_landmarks: np.ndarray, size: int) -> dict[Region, np.ndarray]:
+    """Boolean ``[size, size]`` masks, keyed by :class:`pipeline.vocabulary.Region` (a str enum,
+    so plain region names work as keys too)."""
     if aligned_landmarks.shape != (68, 2):
         raise ValueError(f"landmarks must be [68, 2], got {aligned_landmarks.shape}")
     right_eye, left_eye = eye_centres(aligned_landmarks)
@@ -33,7 +34,7 @@ def region_masks(aligned_landmarks: np.ndarray, size: int) -> dict[str, np.ndarr
     face = _hull_mask(aligned_landmarks[0:27], size)
     eyes = _hull_mask(aligned_landmarks[36:42], size) | _hull_mask(aligned_landmarks[42:48], size)
     face_without_eyes = face & ~_dilate(eyes, EYE_MARGIN * eye_distance)
-    return {"mouth_nose": mouth_nose, "face_without_eyes": face_without_eyes}
+    return {Region.MOUTH_NOSE: mouth_nose, Region.FACE_WITHOUT_EYES: face_without_eyes}
 
 
 def _hull_mask(points: np.ndarray, size: int) -> np.ndarray:

@@ -52,6 +52,7 @@ def timeline_rows(repository, patient_id: str, issuer: str) -> list[dict]:
     """Every succeeded appraisal of a patient in acquisition order, with changes since
     the first (baseline) and the previous visit scored with the same model."""
     from service.reports.assemble import calibration_for
+    from service.research.calibration import calibrated_rating
 
     calibration = repository.latest_calibration()
     rows: list[dict] = []
@@ -64,17 +65,15 @@ def timeline_rows(repository, patient_id: str, issuer: str) -> list[dict]:
             continue
         model = appraisal.model_id_hash
         fit = calibration_for(calibration, model)
-        calibrated = fit.predict(score) if fit else None
+        calibrated = calibrated_rating(fit, score) if fit else None
         rows.append({
             "appraisal_id": appraisal.id, "at": entry.at.isoformat() if entry.at else None,
             "study_description": entry.study.study_description, "score": score,
             "change_since_baseline": score - first[model] if model in first else None,
             "change_since_previous": score - previous[model] if model in previous else None,
-            "calibrated": None if calibrated is None else {"value": calibrated[0], "low": calibrated[1], "high": calibrated[2]},
+            "calibrated": None if calibrated is None else calibrated.to_dict(),
             "model": appraisal.model_name, "model_identity": model, "non_clinical": appraisal.non_clinical,
-            "scores": [{"method": s.method, "processing": s.processing, "region": s.region,
-                        "erosion_order": s.erosion_order or None, "adaptation": s.adaptation, "score": s.score}
-                       for s in appraisal.scores],
+            "scores": [s.to_dict() for s in appraisal.scores],
         })
         first.setdefault(model, score)
         previous[model] = score
@@ -99,7 +98,7 @@ def timeline_command(
         raise PipelineError(f"No appraisals are recorded for patient {patient_id}.")
     if plot is not None:
         from service.reports.charts import render_timeline_png
-        from service.reports.pdf import TimelinePoint
+        from service.reports.request import TimelinePoint
 
         points = [TimelinePoint(when=dt.datetime.fromisoformat(r["at"]), score=r["score"],
                                 study_description=r["study_description"], is_current=index == len(rows) - 1,
@@ -125,22 +124,21 @@ def calibrate_command(
 ) -> None:
     """Fit the linear map from score to the 1–7 human rating, with its uncertainty, and store it for reports."""
     from service.cli.errors import UsageFailure
-    from service.research.calibration import fit_calibration, read_ratings
-    from service.research.ratings import save_fit, scores_for_rows
+    from service.research.calibration import read_ratings
+    from service.research.ratings import fit_and_save, scores_for_rows
 
     repository = _repository()
     try:
         rows = read_ratings(ratings)
         scored = scores_for_rows(repository, rows, ratings.parent, bundle=bundle, demo=demo)
-        fit = fit_calibration([s.score for s in scored], [s.rating for s in scored])
-        record = save_fit(repository, fit, scored, ratings)
+        fit, calibration_id = fit_and_save(repository, scored, ratings)
     except (ValueError, OSError) as error:
         raise UsageFailure(f"Cannot calibrate: {error}") from error
     finally:
         repository.close()
     typer.echo(f"rating ≈ {fit.intercept:.3f} (±{fit.intercept_se:.3f}) + {fit.slope:.3f} (±{fit.slope_se:.3f}) · S; "
-               f"residual sd {fit.residual_sd:.3f}, r = {fit.pearson_r:.3f}, n = {fit.n}; stored as calibration {record.id}"
-               f" for model {scored[0].model_identity[:12]}")
+               f"residual sd {fit.residual_sd:.3f}, r = {fit.pearson_r:.3f}, n = {fit.n}; stored as calibration "
+               f"{calibration_id} for model {fit.model_identity[:12]}")
 
 
 def report_command(

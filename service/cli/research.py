@@ -10,14 +10,17 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
 
+from pipeline.vocabulary import PRIMARY_VARIANT, HeatmapMethod, Processing, ScoreVariant, ascii_text
+
 if TYPE_CHECKING:  # pragma: no cover
-    from service.research.evaluate import EvaluationRun, PhotoOutcome, Table1Row, VariantKey
+    from service.research.evaluate import EvaluationRun, PhotoOutcome, Table1Row
 
 
 def register(app: typer.Typer) -> None:
@@ -116,7 +119,7 @@ def evaluate_command(
         (staging / "table1.md").write_text(table1_markdown(run.rows, report_header(run)), encoding="utf-8")
         scatter_plots(staging / "plots", run.outcomes, run.rows, label)
         write_png(staging / "gallery.png", gallery(run.outcomes, label))
-    primary = next((row for row in run.rows if row.key == ("pse", "ycbcr+erosion", "mouth_nose", True, "diff_then_erode")), None)
+    primary = next((row for row in run.rows if row.key == PRIMARY_VARIANT), None)
     summary = "" if primary is None else f"; primary variant r = {_fmt(primary.summary.pearson_r)}"
     typer.echo(f"{len(run.outcomes)} photos ({run.computed} appraised now, {len(run.outcomes) - run.computed} from the cache): "
                f"{run.scored} scored, {len(run.refused)} refused and excluded (failures.csv){summary} → {out}"
@@ -179,18 +182,18 @@ def simulate_command(
 # --- presentation of the evaluation ------------------------------------------------------------------------------
 
 #: The paper's Fig. 11 variants (mouth/nose; erosion in the journal order), for the scatter plots.
-MAIN_VARIANTS: tuple["VariantKey", ...] = (
-    ("pse", "base", "mouth_nose", True, ""), ("pse", "ycbcr+erosion", "mouth_nose", True, "diff_then_erode"),
-    ("pse", "base", "mouth_nose", False, ""), ("pse", "ycbcr+erosion", "mouth_nose", False, "diff_then_erode"),
-    ("lpips", "ycbcr+erosion", "mouth_nose", True, "diff_then_erode"),
-    ("ssim", "ycbcr+erosion", "mouth_nose", True, "diff_then_erode"),
+MAIN_VARIANTS: tuple[ScoreVariant, ...] = (
+    replace(PRIMARY_VARIANT, processing=Processing.BASE, erosion_order=None), PRIMARY_VARIANT,
+    replace(PRIMARY_VARIANT, processing=Processing.BASE, erosion_order=None, adaptation=False),
+    replace(PRIMARY_VARIANT, adaptation=False),
+    replace(PRIMARY_VARIANT, method=HeatmapMethod.LPIPS),
+    replace(PRIMARY_VARIANT, method=HeatmapMethod.SSIM),
 )
 
 
-def variant_label(key: "VariantKey") -> str:
-    method, processing, region, adapted, order = key
-    text = f"{method.upper()} {processing} {region} {'with' if adapted else 'without'} adaptation"
-    return text + (f" ({order})" if order else "")
+def variant_label(key: ScoreVariant) -> str:
+    text = f"{key.method.upper()} {key.processing} {key.region} {'with' if key.adaptation else 'without'} adaptation"
+    return text + (f" ({key.erosion_order})" if key.erosion_order else "")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -202,10 +205,10 @@ def table1_markdown(rows: Sequence["Table1Row"], header_lines: Sequence[str]) ->
              "| method | processing | region | adaptation | erosion order | n | Pearson r | 95 % CI | Spearman ρ | paper r |",
              "|---|---|---|---|---|---:|---:|---|---:|---:|"]
     for row in rows:
-        method, processing, region, adapted, order = row.key
-        s = row.summary
+        key, s = row.key, row.summary
         paper = "" if row.paper_r100 is None else f"{row.paper_r100 / 100:.3f}"
-        lines.append(f"| {method.upper()} | {processing} | {region} | {'with' if adapted else 'without'} | {order or '—'} "
+        lines.append(f"| {key.method.upper()} | {key.processing} | {key.region} | "
+                     f"{'with' if key.adaptation else 'without'} | {key.erosion_order or '—'} "
                      f"| {s.n} | {_fmt(s.pearson_r)} | [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}] | {_fmt(s.spearman_rho)} | {paper} |")
     return "\n".join(lines) + "\n"
 
@@ -256,7 +259,7 @@ def scatter_plots(folder: Path, outcomes: Sequence["PhotoOutcome"], rows: Sequen
     folder.mkdir(parents=True, exist_ok=True)
     written = []
 
-    def draw(axis, key: "VariantKey") -> None:
+    def draw(axis, key: ScoreVariant) -> None:
         s = summaries[key]
         axis.scatter(ratings, scores[key], s=18, color="tab:blue")
         axis.set_xlabel("mean human rating (1 = most abnormal, 7 = almost normal)")
@@ -268,8 +271,8 @@ def scatter_plots(folder: Path, outcomes: Sequence["PhotoOutcome"], rows: Sequen
         figure, axis = plt.subplots(figsize=(5, 4.2))
         draw(axis, key)
         figure.tight_layout()
-        path = folder / ("_".join(str(part) for part in key[:3]) + ("_adapted" if key[3] else "_not_adapted")
-                         + (f"_{key[4]}" if key[4] else "") + ".png").replace("+", "_")
+        name = f"{key.method}_{key.processing}_{key.region}_{'adapted' if key.adaptation else 'not_adapted'}"
+        path = folder / (name + (f"_{key.erosion_order}" if key.erosion_order else "") + ".png").replace("+", "_")
         figure.savefig(path, dpi=100)
         plt.close(figure)
         written.append(path)
@@ -307,7 +310,7 @@ def gallery(outcomes: Sequence["PhotoOutcome"], label: str, tile: int = 128, col
     cells = []
     for outcome in (o for o in outcomes if o.ok):
         aligned = read(outcome.folder / "aligned.png")
-        mask = read(outcome.folder / "masks" / "mouth_nose.png") > 0
+        mask = read(outcome.folder / "masks" / f"{PRIMARY_VARIANT.region}.png") > 0
         heat = np.load(outcome.folder / "primary_heatmap.npy", allow_pickle=False).astype(np.float64)
         tiles = [aligned, read(outcome.folder / "normalized.png"), overlay_heatmap(aligned, heat, 0.7, mask)]
         cell = np.full((tile + caption, 3 * tile, 3), 255, np.uint8)
@@ -321,7 +324,7 @@ def gallery(outcomes: Sequence["PhotoOutcome"], label: str, tile: int = 128, col
     canvas = np.full((banner + rows * height, columns * width, 3), 255, np.uint8)
     title = "aligned | normalised | primary heatmap (PSE YCbCr+erosion, mouth/nose)"
     if label:
-        title = label.replace("—", "-") + "  " + title
+        title = ascii_text(label) + "  " + title
     cv2.putText(canvas, title.encode("ascii", "replace").decode(), (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                 (180, 0, 0) if label else (0, 0, 0), 1, cv2.LINE_AA)
     for index, cell in enumerate(cells):

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.vocabulary import PRIMARY_VARIANT
 from service.outputs import staged_output_dir, write_json, write_png
 
 
@@ -87,7 +88,7 @@ def score_command(
         for key, heat in result.heatmaps.items():
             write_png(staging / "heatmaps" / (key.replace("/", "__").replace("+", "_") + ".png"), heatmap_to_rgb(heat))
         write_png(staging / "overlay.png",
-                  heatmap_on_photo(image, result.primary_heatmap, pre.masks["mouth_nose"], pre.transform))
+                  heatmap_on_photo(image, result.primary_heatmap, pre.masks[PRIMARY_VARIANT.region], pre.transform))
         write_json(staging / "landmarks.json", pre.landmarks_json())
         write_json(staging / "scores.json", scores_record(result))
     label = f"  [{result.model.label}]" if result.model.non_clinical else ""

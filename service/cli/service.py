@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from pipeline.vocabulary import NON_CLINICAL_LABEL
+
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve_command)
@@ -25,7 +27,7 @@ def _config(**overrides):
 
 
 def serve_command(
-    demo: Annotated[bool, typer.Option("--demo", help="Use the demo bundle (random weights); every output is labelled DEMO — NOT FOR CLINICAL USE.")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help=f"Use the demo bundle (random weights); every output is labelled {NON_CLINICAL_LABEL}.")] = False,
     port: Annotated[int | None, typer.Option("--port", help="DICOM port (default $CLEFTSCORE_PORT or 11112).")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder (default $CLEFTSCORE_DATA_DIR or ./data).")] = None,
 ) -> None:
@@ -46,7 +48,7 @@ def serve_command(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    label = " (DEMO — NOT FOR CLINICAL USE)" if config.demo else ""
+    label = f" ({NON_CLINICAL_LABEL})" if config.demo else ""
     typer.echo(f"cleftscore listening as {config.ae_title} on port {service.port}{label}; data in {config.data_dir}",
                err=True)
     stopped.wait()

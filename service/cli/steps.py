@@ -9,6 +9,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from pipeline.vocabulary import ErosionOrder
 from service.outputs import staged_output_dir, write_json, write_png
 
 
@@ -74,6 +75,7 @@ def heatmap_command(
     lpips_weights: Annotated[Path | None, typer.Option("--lpips-weights", help="torchvision ImageNet backbone file for LPIPS maps.")] = None,
     lpips_net: Annotated[str, typer.Option("--lpips-net", help="LPIPS backbone: vgg or alex.")] = "vgg",
     both_erosion_orders: Annotated[bool, typer.Option("--both-erosion-orders", help="Also score the arXiv order (erode, then difference).")] = False,
+    adapted: Annotated[bool, typer.Option("--adapted/--not-adapted", help="Whether NORMALIZED comes from model adaptation (normalized.png of `cleftscore score`) or from the inversion alone (inverted.png); names the variants.")] = True,
 ) -> None:
     """Score every Table 1 variant (heatmap × processing × region) for an aligned photo and its normalised face.
 
@@ -81,7 +83,7 @@ def heatmap_command(
     only PSE and SSIM variants are computed, and scores.json says so.
     """
     from pipeline.compare.render import heatmap_to_rgb
-    from pipeline.compare.scoring import ErosionOrder, score_all_variants
+    from pipeline.compare.scoring import score_all_variants
     from pipeline.preprocess.masks import region_masks
     from pipeline.preprocess.photo_io import load_photo
 
@@ -99,7 +101,8 @@ def heatmap_command(
 
         lpips_model = load_lpips(lpips_net, lpips_weights, spatial=True)
     orders = (ErosionOrder.DIFF_THEN_ERODE, ErosionOrder.ERODE_THEN_DIFF) if both_erosion_orders else (ErosionOrder.DIFF_THEN_ERODE,)
-    scores, maps = score_all_variants(original, counterpart, masks, lpips_model=lpips_model, erosion_orders=orders)
+    scores, maps = score_all_variants(original, counterpart, masks, adaptation=adapted, lpips_model=lpips_model,
+                                      erosion_orders=orders)
     with staged_output_dir(out) as staging:
         write_json(staging / "scores.json", {
             "lpips": "computed" if lpips_model is not None else "skipped: no --lpips-weights given",

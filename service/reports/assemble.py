@@ -9,39 +9,36 @@ the repository.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 
 import numpy as np
 
-from db.records import Calibration as CalibrationRecord
+from db.records import Calibration
 from db.repository import Repository
 from dicom.photo import extract_context
 from pipeline.appraise import AppraisalResult
 from pipeline.compare.annotate import heatmap_on_photo
 from pipeline.compare.render import display_vmax, heatmap_to_rgb
 from pipeline.preprocess.masks import mask_outline
-from service.reports.pdf import (
-    Calibration,
+from pipeline.vocabulary import PRIMARY_VARIANT
+from service.reports.pdf import build_report_pdf
+from service.reports.request import (
     ReportImages,
     ReportInput,
     ReportModel,
     ReportPatient,
-    ReportScore,
+    ReportRequest,
     ReportStudy,
     TimelinePoint,
-    build_report_pdf,
 )
-from service.research.calibration import CalibrationFit
 from service.runtime.intake import UNIDENTIFIED_ISSUER, UNIDENTIFIED_PATIENT_ID
 from service.runtime.results import software_version
-from service.runtime.worker import ReportRequest
 
 
 def report_images(photo_rgb: np.ndarray, result: AppraisalResult) -> ReportImages:
     import cv2
 
     pre = result.preprocessing
-    mask = pre.masks["mouth_nose"]
+    mask = pre.masks[PRIMARY_VARIANT.region]
     heat = result.primary_heatmap
     vmax = display_vmax(heat, mask)
     outlined = result.aligned.copy()
@@ -55,29 +52,12 @@ def report_images(photo_rgb: np.ndarray, result: AppraisalResult) -> ReportImage
     )
 
 
-def calibration_for(record: CalibrationRecord | None, model_identity: str) -> CalibrationFit | None:
-    """The stored calibration as a fit, when it was made for ``model_identity``."""
-    if record is None or record.n < 3:
+def calibration_for(calibration: Calibration | None, model_identity: str) -> Calibration | None:
+    """The stored calibration, when it was fitted for ``model_identity`` (scores of other models
+    are on another scale)."""
+    if calibration is None or calibration.model_identity != model_identity:
         return None
-    provenance: Mapping = record.provenance or {}
-    if provenance.get("model_identity") != model_identity or "score_sxx" not in provenance:
-        return None
-    return CalibrationFit(slope=record.slope, intercept=record.intercept, slope_se=record.slope_se,
-                          intercept_se=record.intercept_se, residual_sd=record.residual_sd, n=record.n,
-                          score_mean=float(provenance["score_mean"]), score_sxx=float(provenance["score_sxx"]),
-                          pearson_r=float(provenance.get("pearson_r", float("nan"))))
-
-
-def report_calibration(record: CalibrationRecord | None, model_identity: str) -> Calibration | None:
-    """The calibration to show, only when it was fitted for this model."""
-    if calibration_for(record, model_identity) is None:
-        return None
-    provenance: Mapping = record.provenance or {}
-    return Calibration(
-        slope=record.slope, intercept=record.intercept, slope_se=record.slope_se, intercept_se=record.intercept_se,
-        residual_sd=record.residual_sd, n=record.n, created_at=record.created_at,
-        source=str(provenance.get("source", "")), score_mean=provenance.get("score_mean"),
-    )
+    return calibration
 
 
 def make_report_pdf(repository: Repository, request: ReportRequest, local_timezone: dt.tzinfo | None = None) -> bytes:
@@ -107,23 +87,17 @@ def make_report_pdf(repository: Repository, request: ReportRequest, local_timezo
                         software_version=software_version(), settings=dict(appraisal.settings or {}),
                         timings=dict(appraisal.timings or {}))
     result = request.result
+    calibration = calibration_for(repository.latest_calibration(), appraisal.model_id_hash)
     if result is None:
         data = ReportInput(patient=patient, study=study, model=model, images=None, scores=(), primary_score=None,
-                           timeline=tuple(timeline), calibration=report_calibration(repository.latest_calibration(), appraisal.model_id_hash),
+                           timeline=tuple(timeline), calibration=calibration,
                            failure_reason=request.failure_reason or appraisal.failure_reason, pose=None,
                            generated_at=request.created_at, failure_code=request.failure_code)
         return build_report_pdf(data)
-    scores = tuple(
-        ReportScore(method=item.variant.method.value, processing=item.variant.processing.value,
-                    region=item.variant.region, adaptation=item.adaptation,
-                    erosion_order=item.variant.erosion_order.value if item.variant.erosion_order else None,
-                    score=item.variant.score)
-        for item in result.scores
-    )
     data = ReportInput(
-        patient=patient, study=study, model=model, images=report_images(request.photo_rgb, result), scores=scores,
-        primary_score=result.primary_score, timeline=tuple(timeline),
-        calibration=report_calibration(repository.latest_calibration(), appraisal.model_id_hash), failure_reason=None,
+        patient=patient, study=study, model=model, images=report_images(request.photo_rgb, result),
+        scores=result.scores, primary_score=result.primary_score, timeline=tuple(timeline),
+        calibration=calibration, failure_reason=None,
         pose=result.preprocessing.pose.to_dict(), generated_at=request.created_at,
     )
     return build_report_pdf(data)

@@ -1,36 +1,25 @@
 """Numbers, text and the trend chart for the PDF report (:mod:`service.reports.pdf`).
 
 Everything here is pure: records in, strings / numbers / PNG bytes out. The
-records themselves (TimelinePoint, Calibration) live in :mod:`service.reports.pdf`.
-
-Calibrated rating. A calibration maps the machine score S to the 1–7 human
-rating scale, ŷ = a + b·S, fitted by ordinary least squares on n photos. The
-95 % prediction interval for one new photo is ŷ ± t(0.975, n−2)·sqrt(σ² + var(ŷ)),
-σ = residual_sd. var(ŷ) = σ²/n + (S − S̄)²·se_b² needs the calibration set's
-mean score S̄ (``Calibration.score_mean``); without it we use
-var(ŷ) ≈ se_a² + S²·se_b², which drops the covariance of a and b. For OLS that
-covariance is −S̄·se_b², so dropping it widens the interval whenever S and S̄
-have the same sign, which holds in practice (S > 0 for real photos): the
-fallback is conservative, never narrower than the exact interval then.
+records live in :mod:`service.reports.request` (TimelinePoint) and
+:mod:`db.records` (Calibration); the calibrated rating and its prediction interval
+come from :func:`service.research.calibration.calibrated_rating`.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
 from xml.sax.saxutils import escape
 
-if TYPE_CHECKING:
-    from service.reports.pdf import Calibration, TimelinePoint
+from db.records import Calibration
+from service.reports.request import TimelinePoint, ordered_timeline
+from service.research.calibration import CalibratedRating
 
-#: The primary variant (paper Table 1's best cell): method, processing, region, adaptation.
-PRIMARY_VARIANT = ("pse", "ycbcr+erosion", "mouth_nose", True)
-SEX_NAMES = {"M": "Male", "F": "Female", "O": "Other", "": "Not recorded"}
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 #: Font used for characters Helvetica (WinAnsi / cp1252) cannot show, e.g. "ρ", "≥", "−", "Ł".
 FALLBACK_FONT = "DejaVuSans"
@@ -174,11 +163,6 @@ def draw_text(canvas, x: float, y: float, text: str, font: str, size: float, *, 
 # --------------------------------------------------------------------------- timeline
 
 
-def ordered_timeline(points: Sequence[TimelinePoint]) -> tuple[TimelinePoint, ...]:
-    """Visits in time order (by instant; stable for equal times)."""
-    return tuple(sorted(points, key=lambda point: point.when))
-
-
 @dataclass(frozen=True)
 class ScoreChange:
     """Change of the current visit's score; None where there is nothing to compare with."""
@@ -199,35 +183,6 @@ def score_changes(points: Sequence[TimelinePoint]) -> ScoreChange:
     now = ordered[current[0]]
     baseline, previous = ordered[0], ordered[current[0] - 1]
     return ScoreChange(len(ordered), baseline, previous, now.score - baseline.score, now.score - previous.score)
-
-
-@dataclass(frozen=True)
-class CalibratedRating:
-    """ŷ on the 1–7 scale with its prediction interval (not clipped to the scale)."""
-
-    value: float
-    low: float
-    high: float
-    level: float
-    exact: bool  # True when the calibration set's mean score was known
-
-    @property
-    def outside_scale(self) -> bool:
-        return not 1.0 <= self.value <= 7.0
-
-
-def calibrated_rating(calibration: Calibration, score: float, level: float = 0.95) -> CalibratedRating:
-    """ŷ = intercept + slope·score and its prediction interval (see the module docstring)."""
-    from scipy.stats import t as student_t
-
-    c = calibration
-    value = c.intercept + c.slope * score
-    if c.score_mean is not None:
-        var_fit = c.residual_sd**2 / c.n + (score - c.score_mean) ** 2 * c.slope_se**2
-    else:
-        var_fit = c.intercept_se**2 + score**2 * c.slope_se**2
-    half = float(student_t.ppf(0.5 + level / 2, c.n - 2)) * math.sqrt(c.residual_sd**2 + var_fit)
-    return CalibratedRating(value, value - half, value + half, level, c.score_mean is not None)
 
 
 def format_rating(rating: CalibratedRating) -> str:
@@ -323,7 +278,7 @@ def render_timeline_png(
                   ha="right", fontsize=8, style="italic")
     if calibration is not None:
         a, b = calibration.intercept, calibration.slope
-        right = axes.secondary_yaxis("right", functions=(lambda s: a + b * s, lambda r: (r - a) / b))
+        right = axes.secondary_yaxis("right", functions=(calibration.rating, lambda r: (r - a) / b))
         right.set_ylabel("Calibrated rating\n(1–7 scale)", fontsize=8)
         right.tick_params(labelsize=8)
     figure.tight_layout(pad=0.4)

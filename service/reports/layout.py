@@ -8,9 +8,7 @@ trend chart with the visit list, meaning and limits, all score variants, model.
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from reportlab.lib import colors
 from reportlab.lib.enums import TA_CENTER
@@ -20,14 +18,18 @@ from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
 from reportlab.platypus import CondPageBreak, Flowable, Image, KeepTogether, Paragraph, Spacer, Table, TableStyle
 
+from pipeline.vocabulary import (
+    NON_CLINICAL_LABEL,
+    PRIMARY_VARIANT,
+    ErosionOrder,
+    HeatmapMethod,
+    Processing,
+    Region,
+    ScoreVariant,
+)
 from service.reports import charts as rc
-
-if TYPE_CHECKING:
-    from service.reports.pdf import ReportInput
-
-PRIMARY = rc.PRIMARY_VARIANT
-SEXES = rc.SEX_NAMES
-
+from service.reports.request import SEX_NAMES, ReportInput
+from service.research.calibration import calibrated_rating
 
 # --------------------------------------------------------------------------- images
 
@@ -82,12 +84,14 @@ def prepare_assets(data: ReportInput) -> ReportAssets:
 # --------------------------------------------------------------------------- layout
 
 NAVY, GREY, RED = colors.HexColor("#1f3b5c"), colors.HexColor("#555555"), colors.HexColor(rc.CURRENT_COLOUR)
-BANNER = "DEMO — NOT FOR CLINICAL USE — scores from a non-clinical model"
-METHODS = {"pse": "Squared error (PSE)", "lpips": "LPIPS", "ssim": "SSIM"}
-PROCESSINGS = {"base": "RGB", "ycbcr": "YCbCr", "erosion": "RGB + erosion", "ycbcr+erosion": "YCbCr + erosion"}
-REGIONS = {"mouth_nose": "Mouth and nose region", "face_without_eyes": "Whole face without the eyes"}
-ORDERS = {"diff_then_erode": "after differencing (journal order)",
-          "erode_then_diff": "before differencing (arXiv order)"}
+BANNER = f"{NON_CLINICAL_LABEL} — scores from a non-clinical model"
+#: How the report names each part of a score variant (in the vocabulary's order).
+METHODS = {HeatmapMethod.PSE: "Squared error (PSE)", HeatmapMethod.LPIPS: "LPIPS", HeatmapMethod.SSIM: "SSIM"}
+PROCESSINGS = {Processing.BASE: "RGB", Processing.YCBCR: "YCbCr", Processing.EROSION: "RGB + erosion",
+               Processing.YCBCR_EROSION: "YCbCr + erosion"}
+REGIONS = {Region.MOUTH_NOSE: "Mouth and nose region", Region.FACE_WITHOUT_EYES: "Whole face without the eyes"}
+ORDERS = {ErosionOrder.DIFF_THEN_ERODE: "after differencing (journal order)",
+          ErosionOrder.ERODE_THEN_DIFF: "before differencing (arXiv order)"}
 RETAKE = ("Retake a frontal photo: face towards the camera, head level (not turned or tilted), mouth closed "
           "and relaxed, the whole face visible and large in the frame, even light without strong shadows. "
           "Then send it again.")
@@ -159,7 +163,7 @@ def _header(data: ReportInput, st, width: float) -> Table:
     pid = p.patient_id + (f" (issuer {p.issuer})" if p.issuer else "")
     rows = [("Patient", rc.format_person_name(p.name), "Patient ID", pid),
             ("Birth date", rc.format_date(p.birth_date) + (f" (age at photo {age})" if age else ""),
-             "Sex", SEXES[p.sex]),
+             "Sex", SEX_NAMES[p.sex]),
             ("Study date", rc.format_date(s.study_date) + (f" {s.study_time:%H:%M}" if s.study_time else ""),
              "Accession no.", s.accession or "—"),
             ("Study", s.description or "—", "", ""),
@@ -196,7 +200,7 @@ def _result(data: ReportInput, st, width: float) -> list:
         "to the model's idea of a normal face. No units; no fixed normal range.", st["small"])])]
     rating = "not calibrated: no calibration against human ratings is set up for this model"
     if calibration:
-        value, _, rest = rc.format_rating(rc.calibrated_rating(calibration, score)).partition(" ")
+        value, _, rest = rc.format_rating(calibrated_rating(calibration, score)).partition(" ")
         rating = Paragraph(_b(value) + " " + rc.markup(rest), st["body"])
     rows.append(("Calibrated rating, 1–7 scale (1 = most abnormal, 7 = almost normal)", rating))
     changes = rc.score_changes(data.comparable_timeline())
@@ -280,7 +284,7 @@ def _trend(data: ReportInput, assets: ReportAssets, st, width: float) -> list:
     rows = [[_p(text, st["cellb"]) for text in head]]
     for i, point in enumerate(points):
         change = "—" if i == 0 else rc.format_change(point.score - points[i - 1].score)
-        rating = [rc.format_number(calibration.intercept + calibration.slope * point.score, 1)] if calibration else []
+        rating = [rc.format_number(calibration.rating(point.score), 1)] if calibration else []
         cells = [rc.format_date(point.when.date()) + (" (this visit)" if point.is_current else ""),
                  point.study_description or "—", rc.format_score(point.score), *rating, change]
         rows.append([_p(text, st["cellb" if point.is_current else "cell"]) for text in cells])
@@ -314,35 +318,34 @@ def _meaning(data: ReportInput, st) -> list:
         formula = f"{rc.format_number(c.intercept, 2)} + {rc.format_number(c.slope, 3)} × S"
         texts.append(f"Calibrated rating = {formula}, fitted on {c.n} rated photos "
                      f"({c.source}, {rc.format_date(c.created_at.date())}); it estimates the mean human rating. The "
-                     "interval is a 95 % prediction interval for one photo" +
-                     (" (approximate, conservative)." if c.score_mean is None else "."))
+                     "interval is a 95 % prediction interval for one photo.")
     return [KeepTogether([_p("What the score means and its limits", st["h2"]),
                           *[_p("• " + text, st["body"]) for text in texts]])]
 
 
 def _scores_table(data: ReportInput, st, width: float) -> list:
-    def rank(order: dict, value: str) -> tuple[int, str]:
-        return (list(order).index(value) if value in order else len(order), value)
+    def rank(member) -> int:
+        return list(type(member)).index(member)
 
-    columns = sorted({(s.processing, s.erosion_order) for s in data.scores},
-                     key=lambda c: (rank(PROCESSINGS, c[0]), c[1] or ""))
-    orders = {s.erosion_order for s in data.scores if s.erosion_order}
+    variants = [s.variant for s in data.scores]
+    columns = sorted({(v.processing, v.erosion_order) for v in variants},
+                     key=lambda c: (rank(c[0]), -1 if c[1] is None else rank(c[1])))
+    orders = {v.erosion_order for v in variants if v.erosion_order}
     head = ["Heatmap", "Model adaptation"] + [
-        PROCESSINGS.get(p, p) + (f" ({ORDERS.get(o, o)})" if o and len(orders) > 1 else "") for p, o in columns]
+        PROCESSINGS[p] + (f" ({ORDERS[o]})" if o and len(orders) > 1 else "") for p, o in columns]
     rows, style = [[_p(text, st["cellb"]) for text in head]], [("LINEBELOW", (0, 0), (-1, 0), 0.6, GREY)]
-    values = {s.key: s.score for s in data.scores}
-    for region in sorted({s.region for s in data.scores}, key=lambda r: rank(REGIONS, r)):
+    values = {s.variant: s.score for s in data.scores}
+    for region in sorted({v.region for v in variants}, key=rank):
         style += [("SPAN", (0, len(rows)), (-1, len(rows))), ("BACKGROUND", (0, len(rows)), (-1, len(rows)),
                                                                colors.HexColor("#e8eef5"))]
-        rows.append([_p(REGIONS.get(region, region), st["cellb"])] + [""] * (len(head) - 1))
-        keys = {(s.method, s.adaptation) for s in data.scores if s.region == region}
-        for method, adapted in sorted(keys, key=lambda k: (rank(METHODS, k[0]), not k[1])):
-            row = [_p(METHODS.get(method, method), st["cell"]), _p("with" if adapted else "without", st["cell"])]
+        rows.append([_p(REGIONS[region], st["cellb"])] + [""] * (len(head) - 1))
+        keys = {(v.method, v.adaptation) for v in variants if v.region == region}
+        for method, adapted in sorted(keys, key=lambda k: (rank(k[0]), not k[1])):
+            row = [_p(METHODS[method], st["cell"]), _p("with" if adapted else "without", st["cell"])]
             for processing, order in columns:
-                key = (method, processing, region, adapted, order)
-                primary = key[:4] == PRIMARY and key in values and math.isclose(
-                    values[key], data.primary_score, rel_tol=1e-6, abs_tol=1e-9)
-                text = rc.format_score(values[key]) if key in values else "—"
+                variant = ScoreVariant(method, processing, region, adapted, order)
+                primary = variant == PRIMARY_VARIANT and variant in values
+                text = rc.format_score(values[variant]) if variant in values else "—"
                 row.append(_p(text, st["cellb" if primary else "cell"]))
                 if primary:
                     style.append(("BACKGROUND", (len(row) - 1, len(rows)), (len(row) - 1, len(rows)),
@@ -355,7 +358,7 @@ def _scores_table(data: ReportInput, st, width: float) -> list:
     note = ("Score S of every variant of the method (paper Table 1); higher = closer to normal. Columns: colour "
             "space compared, and whether the 3×3 erosion was applied. Variants are on different scales: compare a "
             "variant only with the same variant at another visit." +
-            (" Highlighted: the primary result." if any(s.key[:4] == PRIMARY for s in data.scores) else "") +
+            (" Highlighted: the primary result." if PRIMARY_VARIANT in values else "") +
             " Model adaptation = the per-photo fine-tuning of the model (paper Algorithm 2).")
     return [CondPageBreak(40 * mm), _p("All score variants (research detail)", st["h2"]), table, _p(note, st["small"])]
 
@@ -363,7 +366,7 @@ def _scores_table(data: ReportInput, st, width: float) -> list:
 def _model(data: ReportInput, st, width: float) -> list:
     m, settings = data.model, data.model.settings
     inversion, adaptation = settings.get("inversion") or {}, settings.get("adaptation") or {}
-    orders = ", ".join(ORDERS.get(o, o) for o in settings.get("erosion_orders", []))
+    orders = ", ".join(ORDERS.get(o, str(o)) for o in settings.get("erosion_orders", []))
     parts = [f"inversion: {inversion['steps']} steps" if "steps" in inversion else "",
              f"model adaptation: {adaptation['steps']} steps" + (f" (learning rate {adaptation['lr']:g})"
                                                                  if "lr" in adaptation else "")

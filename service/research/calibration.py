@@ -1,8 +1,9 @@
 """Calibration of the machine score S to the 1–7 human rating scale.
 
 An ordinary least-squares line ``rating ≈ intercept + slope · S`` fitted on photos
-rated by clinicians (mean rating per photo). The fit keeps what is needed for a
-prediction interval of a new photo's calibrated rating:
+rated by clinicians (mean rating per photo) with ``scipy.stats.linregress``. The fit
+(:class:`db.records.Calibration`) keeps what a prediction interval of a new photo's
+calibrated rating needs:
 
     ŷ(s) = intercept + slope · s
     se(s) = residual_sd · sqrt(1 + 1/n + (s − mean_S)² / Sxx),  Sxx = Σ (S_i − mean_S)²
@@ -16,35 +17,24 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from db.records import Calibration
 
-@dataclass(frozen=True)
-class CalibrationFit:
-    slope: float
-    intercept: float
-    slope_se: float
-    intercept_se: float
-    residual_sd: float
-    n: int
-    score_mean: float
-    score_sxx: float
-    pearson_r: float
-
-    def predict(self, score: float, level: float = 0.95) -> tuple[float, float, float]:
-        """Calibrated rating with its prediction interval: ``(value, low, high)``."""
-        value = self.intercept + self.slope * score
-        spread = self.residual_sd * math.sqrt(1 + 1 / self.n + (score - self.score_mean) ** 2 / self.score_sxx)
-        half = float(stats.t.ppf(0.5 + level / 2, self.n - 2)) * spread
-        return value, value - half, value + half
+RATING_SCALE = (1.0, 7.0)
 
 
-def fit_calibration(scores: np.ndarray, ratings: np.ndarray) -> CalibrationFit:
-    """OLS fit of ``ratings`` on ``scores`` (1-D, same length, at least 3 distinct scores)."""
+def fit_calibration(scores: Any, ratings: Any, *, model_identity: str, source: str, created_at: datetime,
+                    provenance: Mapping[str, Any] | None = None) -> Calibration:
+    """OLS fit of ``ratings`` on ``scores`` (1-D, same length, at least 3 photos, not all
+    scores equal, not all ratings equal), for the model ``model_identity``."""
     x = np.asarray(scores, dtype=np.float64)
     y = np.asarray(ratings, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape:
@@ -53,21 +43,51 @@ def fit_calibration(scores: np.ndarray, ratings: np.ndarray) -> CalibrationFit:
         raise ValueError(f"calibration needs at least 3 rated photos, got {len(x)}")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError("scores and ratings must be finite")
-    if np.any((y < 1) | (y > 7)):
-        raise ValueError(f"ratings must lie on the 1–7 scale, got {y[(y < 1) | (y > 7)][:3].tolist()}")
-    n = len(x)
-    mean_x, mean_y = x.mean(), y.mean()
-    sxx = float(((x - mean_x) ** 2).sum())
-    if sxx <= 0:
+    outside = (y < RATING_SCALE[0]) | (y > RATING_SCALE[1])
+    if np.any(outside):
+        raise ValueError(f"ratings must lie on the 1–7 scale, got {y[outside][:3].tolist()}")
+    if np.ptp(x) == 0:
         raise ValueError("all scores are equal; a line cannot be fitted")
-    slope = float(((x - mean_x) * (y - mean_y)).sum() / sxx)
-    intercept = float(mean_y - slope * mean_x)
-    residuals = y - (intercept + slope * x)
-    residual_sd = float(math.sqrt((residuals**2).sum() / (n - 2)))
-    slope_se = residual_sd / math.sqrt(sxx)
-    intercept_se = residual_sd * math.sqrt(1 / n + mean_x**2 / sxx)
-    r = float(np.corrcoef(x, y)[0, 1]) if residual_sd > 0 or slope != 0 else 1.0
-    return CalibrationFit(slope, intercept, slope_se, intercept_se, residual_sd, n, float(mean_x), sxx, r)
+    if np.ptp(y) == 0:
+        raise ValueError("all ratings are equal; the score cannot be calibrated against them")
+    line = stats.linregress(x, y)
+    n = len(x)
+    residuals = y - (line.intercept + line.slope * x)
+    return Calibration(
+        slope=float(line.slope), intercept=float(line.intercept), slope_se=float(line.stderr),
+        intercept_se=float(line.intercept_stderr), residual_sd=math.sqrt(float(residuals @ residuals) / (n - 2)),
+        n=n, score_mean=float(x.mean()), score_sxx=float(((x - x.mean()) ** 2).sum()),
+        pearson_r=float(line.rvalue), model_identity=model_identity, source=source, created_at=created_at,
+        provenance=dict(provenance or {}),
+    )
+
+
+@dataclass(frozen=True)
+class CalibratedRating:
+    """ŷ on the 1–7 scale with its prediction interval (not clipped to the scale)."""
+
+    value: float
+    low: float
+    high: float
+    level: float
+
+    @property
+    def outside_scale(self) -> bool:
+        return not RATING_SCALE[0] <= self.value <= RATING_SCALE[1]
+
+    def to_dict(self) -> dict[str, float]:
+        return {"value": self.value, "low": self.low, "high": self.high}
+
+
+def calibrated_rating(calibration: Calibration, score: float, level: float = 0.95) -> CalibratedRating:
+    """A new photo's calibrated rating and its prediction interval (module docstring)."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    c = calibration
+    value = c.rating(score)
+    spread = c.residual_sd * math.sqrt(1 + 1 / c.n + (score - c.score_mean) ** 2 / c.score_sxx)
+    half = float(stats.t.ppf(0.5 + level / 2, c.n - 2)) * spread
+    return CalibratedRating(value, value - half, value + half, level)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from pipeline.appraise import AppraisalResult, AppraisalSettings
 from pipeline.errors import PipelineError
 from pipeline.models.bundle import ModelIdentity
 from pipeline.progress import Progress
+from pipeline.vocabulary import DEFAULT_EROSION_ORDER, HeatmapMethod, Processing, Region, ScoreVariant
 from service.research.stats import (
     DEFAULT_BOOTSTRAP,
     CorrelationSummary,
@@ -42,16 +43,21 @@ from service.research.stats import (
 RATING_RANGE = (1.0, 7.0)
 CACHE_FORMAT = 1
 DONE_MARKER = "done"
-METHOD_ORDER = ("pse", "lpips", "ssim")
-PROCESSING_ORDER = ("base", "ycbcr", "erosion", "ycbcr+erosion")
-REGION_ORDER = ("mouth_nose", "face_without_eyes")
-#: Paper Table 1, Pearson r × 100 (13 photos; method.md 6). Key: (method, processing, region, adaptation).
-PAPER_R100: dict[tuple[str, str, str, bool], float] = {
-    **{("pse", p, "mouth_nose", True): v for p, v in zip(PROCESSING_ORDER, (72.0, 83.1, 79.7, 94.2))},
-    **{("lpips", p, "mouth_nose", True): v for p, v in zip(PROCESSING_ORDER, (74.1, 77.5, 74.3, 76.9))},
-    **{("ssim", p, "mouth_nose", True): v for p, v in zip(PROCESSING_ORDER, (63.0, 60.0, 65.6, 55.2))},
-    ("pse", "ycbcr+erosion", "mouth_nose", False): 79.9,
+#: Paper Table 1, Pearson r × 100 (13 photos; method.md 6), mouth/nose region. The paper does not tie its
+#: numbers to an erosion order, so they are keyed without one: (method, processing, adaptation).
+PAPER_R100: dict[tuple[HeatmapMethod, Processing, bool], float] = {
+    **{(HeatmapMethod.PSE, p, True): v for p, v in zip(Processing, (72.0, 83.1, 79.7, 94.2))},
+    **{(HeatmapMethod.LPIPS, p, True): v for p, v in zip(Processing, (74.1, 77.5, 74.3, 76.9))},
+    **{(HeatmapMethod.SSIM, p, True): v for p, v in zip(Processing, (63.0, 60.0, 65.6, 55.2))},
+    (HeatmapMethod.PSE, Processing.YCBCR_EROSION, False): 79.9,
 }
+
+
+def paper_r100(variant: ScoreVariant) -> float | None:
+    """The paper's r × 100 for this variant (either erosion order), where it gives one."""
+    if variant.region is not Region.MOUTH_NOSE:
+        return None
+    return PAPER_R100.get((variant.method, variant.processing, variant.adaptation))
 
 
 class EvaluationInputError(ValueError):
@@ -258,17 +264,19 @@ def appraise_photos(
 
 # --- statistics --------------------------------------------------------------------------------------------------
 
-VariantKey = tuple[str, str, str, bool, str]  # method, processing, region, adaptation, erosion order ("" if none)
+def _sort_key(variant: ScoreVariant) -> tuple:
+    """Table order: with adaptation first, then region, method, processing, journal erosion order first."""
+    def rank(member) -> int:
+        return list(type(member)).index(member)
+
+    return (not variant.adaptation, rank(variant.region), rank(variant.method), rank(variant.processing),
+            variant.erosion_order is not None and variant.erosion_order is not DEFAULT_EROSION_ORDER,
+            "" if variant.erosion_order is None else variant.erosion_order.value)
 
 
-def variant_key(score: dict[str, Any]) -> VariantKey:
-    return (score["method"], score["processing"], score["region"], bool(score["adaptation"]), score["erosion_order"] or "")
-
-
-def _sort_key(key: VariantKey) -> tuple:
-    method, processing, region, adapted, order = key
-    return (not adapted, REGION_ORDER.index(region) if region in REGION_ORDER else 9, METHOD_ORDER.index(method),
-            PROCESSING_ORDER.index(processing), order != "diff_then_erode", order)
+def _csv_variant(variant: ScoreVariant) -> dict[str, Any]:
+    """A variant's columns in scores.csv and table1.csv (no erosion order: empty)."""
+    return {**variant.to_dict(), "erosion_order": variant.erosion_order.value if variant.erosion_order else ""}
 
 
 def score_rows(outcomes: Sequence[PhotoOutcome]) -> list[dict[str, Any]]:
@@ -277,9 +285,8 @@ def score_rows(outcomes: Sequence[PhotoOutcome]) -> list[dict[str, Any]]:
     for outcome in outcomes:
         if outcome.ok:
             for score in outcome.record["scores"]:
-                method, processing, region, adapted, order = variant_key(score)
-                rows.append({"file": outcome.file, "rating": outcome.rating, "method": method, "processing": processing,
-                             "region": region, "adaptation": adapted, "erosion_order": order, "score": score["score"]})
+                rows.append({"file": outcome.file, "rating": outcome.rating,
+                             **_csv_variant(ScoreVariant.from_dict(score)), "score": score["score"]})
     return rows
 
 
@@ -287,27 +294,25 @@ def score_rows(outcomes: Sequence[PhotoOutcome]) -> list[dict[str, Any]]:
 class Table1Row:
     """One grid cell's agreement with the ratings; ``paper_r100`` is the paper's r × 100 where it gives one."""
 
-    key: VariantKey
+    key: ScoreVariant
     summary: CorrelationSummary
     paper_r100: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        method, processing, region, adapted, order = self.key
         s = self.summary
-        return {"method": method, "processing": processing, "region": region, "adaptation": adapted,
-                "erosion_order": order, "n": s.n, "pearson_r": s.pearson_r, "ci_low": s.ci_low, "ci_high": s.ci_high,
-                "spearman_rho": s.spearman_rho, "bootstrap_used": s.bootstrap_used,
+        return {**_csv_variant(self.key), "n": s.n, "pearson_r": s.pearson_r, "ci_low": s.ci_low,
+                "ci_high": s.ci_high, "spearman_rho": s.spearman_rho, "bootstrap_used": s.bootstrap_used,
                 "paper_r": None if self.paper_r100 is None else round(self.paper_r100 / 100.0, 4)}
 
 
-def series(outcomes: Sequence[PhotoOutcome]) -> tuple[np.ndarray, dict[VariantKey, np.ndarray]]:
+def series(outcomes: Sequence[PhotoOutcome]) -> tuple[np.ndarray, dict[ScoreVariant, np.ndarray]]:
     """Ratings of the scored photos and, per variant, their scores in the same order."""
     scored = [o for o in outcomes if o.ok]
     ratings = np.array([o.rating for o in scored], dtype=np.float64)
-    values: dict[VariantKey, list[float]] = {}
+    values: dict[ScoreVariant, list[float]] = {}
     for outcome in scored:
         for score in outcome.record["scores"]:
-            values.setdefault(variant_key(score), []).append(float(score["score"]))
+            values.setdefault(ScoreVariant.from_dict(score), []).append(float(score["score"]))
     return ratings, {key: np.asarray(v) for key, v in values.items() if len(v) == len(scored)}
 
 
@@ -321,7 +326,7 @@ def table1(outcomes: Sequence[PhotoOutcome], bootstrap: int, seed: int) -> list[
     rows = []
     for key in sorted(scores, key=_sort_key):
         summary = correlation_summary(ratings, scores[key], np.random.default_rng(seed), bootstrap)
-        rows.append(Table1Row(key, summary, PAPER_R100.get(key[:4])))
+        rows.append(Table1Row(key, summary, paper_r100(key)))
     return rows
 
 

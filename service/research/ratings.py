@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pydicom
 
-from db.records import AppraisalStatus, Calibration, NewCalibration, ResultKind
+from db.records import AppraisalStatus, Calibration, ResultKind
 from db.repository import Repository
 from pipeline.errors import PipelineError
 from pipeline.hashing import file_sha256
-from service.research.calibration import CalibrationFit, RatingRow
+from service.research.calibration import RatingRow, fit_calibration
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 
@@ -80,17 +80,15 @@ def _scorer(bundle: str | None, demo: bool):
     return score
 
 
-def save_fit(repository: Repository, fit: CalibrationFit, scored: Sequence[ScoredRating], source: Path) -> Calibration:
-    return repository.save_calibration(NewCalibration(
-        slope=fit.slope, intercept=fit.intercept, slope_se=fit.slope_se, intercept_se=fit.intercept_se,
-        residual_sd=fit.residual_sd, n=fit.n, created_at=dt.datetime.now(dt.timezone.utc),
-        provenance={
-            "source": Path(source).name, "source_sha256": file_sha256(source),
-            "model_identity": scored[0].model_identity, "score_mean": fit.score_mean, "score_sxx": fit.score_sxx,
-            "pearson_r": fit.pearson_r,
-            "rows": [{"photo": s.photo, "rating": s.rating, "score": s.score} for s in scored],
-        },
-    ))
+def fit_and_save(repository: Repository, scored: Sequence[ScoredRating], source: Path) -> tuple[Calibration, int]:
+    """Fit the calibration on the rated photos (all of one model) and store it; returns it and its id."""
+    calibration = fit_calibration(
+        [s.score for s in scored], [s.rating for s in scored], model_identity=scored[0].model_identity,
+        source=Path(source).name, created_at=dt.datetime.now(dt.timezone.utc),
+        provenance={"source_sha256": file_sha256(source),
+                    "rows": [{"photo": s.photo, "rating": s.rating, "score": s.score} for s in scored]},
+    )
+    return calibration, repository.save_calibration(calibration)
 
 
 def stored_report_pdf(repository: Repository, appraisal_id: int) -> bytes:

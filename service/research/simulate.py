@@ -33,11 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.appraise import AppraisalSettings, WStatsCache, tensor_to_image
+from pipeline.appraise import AppraisalSettings, WStatsCache, adapted_heatmap_key, tensor_to_image
 from pipeline.errors import PipelineError
 from pipeline.evaluation.defects import CleftDefectSettings, CleftSide, implant_cleft
 from pipeline.preprocess.masks import region_masks
 from pipeline.progress import Progress
+from pipeline.vocabulary import PRIMARY_VARIANT, ScoreVariant
 from service.research.stats import spearman_rho
 
 #: Goals for a trained face generator, stated in summary.md.
@@ -151,7 +152,8 @@ def run_simulation(
     """
     from pipeline.appraise import normalize_aligned
 
-    primary_key = "with_adaptation/pse/ycbcr+erosion/" + appraisal.erosion_orders[0].value
+    primary_key = adapted_heatmap_key(PRIMARY_VARIANT.adaptation, PRIMARY_VARIANT.heatmap_key)
+    region = PRIMARY_VARIANT.region
     w_stats = WStatsCache()
     faces, cases = [], []
     for index in range(settings.faces):
@@ -167,10 +169,10 @@ def run_simulation(
             keep = level == settings.levels and index < examples
             cases.append(CaseResult(
                 face=index, level=level, severity=severity, scores=tuple(s.to_dict() for s in result.scores),
-                primary_score=result.score("pse", "ycbcr+erosion", "mouth_nose", True, appraisal.erosion_orders[0].value),
-                localisation=localise(heatmap, defect.region, masks["mouth_nose"]) if level else None,
+                primary_score=result.score(PRIMARY_VARIANT),
+                localisation=localise(heatmap, defect.region, masks[region]) if level else None,
                 **({"defect_image": defect.image, "heatmap": heatmap.astype(np.float32), "region": defect.region,
-                    "mask": masks["mouth_nose"]} if keep else {}),
+                    "mask": masks[region]} if keep else {}),
             ))
             if on_case is not None:
                 on_case(index, level, len(cases))
@@ -178,8 +180,7 @@ def run_simulation(
 
 
 def _score_key(score: dict[str, Any]) -> str:
-    return "/".join([score["method"], score["processing"], score["region"],
-                     "with" if score["adaptation"] else "without", score["erosion_order"] or "-"])
+    return ScoreVariant.from_dict(score).key
 
 
 def dose_response(cases: Sequence[CaseResult], key: Callable[[CaseResult], float]) -> dict[str, Any]:
@@ -219,7 +220,7 @@ def summarise(faces: Sequence[GeneratedFace], cases: Sequence[CaseResult], bundl
                      "side": settings.side.value, "defect": {k: getattr(settings.defect, k) for k in settings.defect.__dataclass_fields__},
                      "appraisal": appraisal.to_dict()},
         "faces": [{"face": f.index, "landmarks": f.landmark_source, "note": f.note} for f in faces],
-        "primary_variant": "pse/ycbcr+erosion/mouth_nose/with/" + appraisal.erosion_orders[0].value,
+        "primary_variant": PRIMARY_VARIANT.key,
         "spearman_severity_vs_minus_score": primary,
         "variants_pooled_rho": variants,
         "localisation": {"cases": len(located), "peak_inside_share": peak_share, "mean_iou": mean_iou,

@@ -1,27 +1,32 @@
 """Agreement statistics for the evaluation (paper Table 1) and the simulation study.
 
-* Pearson r, and its 95 % interval by the percentile bootstrap: resample the
-  (x, y) pairs with replacement ``n_boot`` times with the numpy Generator given,
-  compute r on each resample, and take the 2.5th and 97.5th percentiles
-  (numpy's default linear interpolation). Resamples in which x or y is constant
-  have no r and are skipped; their count is reported.
-* Spearman ρ: Pearson r of the ranks, ties given their average rank (as
-  ``scipy.stats.spearmanr``).
+* Pearson r (``scipy.stats.pearsonr``) and its 95 % interval by the percentile
+  bootstrap (``scipy.stats.bootstrap``, paired, ``method="percentile"``): resample
+  the (x, y) pairs with replacement ``n_boot`` times with the numpy Generator given,
+  compute r on each resample, and take the 2.5th and 97.5th percentiles (linear
+  interpolation). Resamples in which x or y is constant have no r and are skipped;
+  their count is reported.
+* Spearman ρ (``scipy.stats.spearmanr``): Pearson r of the ranks, ties given their
+  average rank.
 * Inter-rater agreement (rater-level columns of a ratings file): the mean
   Pearson r over all pairs of raters (pairwise-complete), and the intraclass
   correlations ICC(2,1) (one rater) and ICC(2,k) (the mean of k raters) of
   Shrout & Fleiss (1979): two-way random effects, absolute agreement, from the
   photos rated by every rater.
+
+Constant samples give NaN (no warning) wherever a correlation is undefined.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 #: Default number of bootstrap resamples.
 DEFAULT_BOOTSTRAP = 2000
@@ -57,40 +62,28 @@ def _pair(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def _defined(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether a correlation of a and b exists: at least 2 pairs and neither sample constant."""
+    return a.size >= 2 and np.ptp(a) > 0 and np.ptp(b) > 0
+
+
 def pearson_r(x: Any, y: Any) -> float:
     """Pearson's correlation of two equal-length 1-D samples; NaN if either is constant or n < 2."""
     a, b = _pair(x, y)
-    if a.size < 2:
-        return math.nan
-    da, db = a - a.mean(), b - b.mean()
-    denominator = math.sqrt(float(da @ da) * float(db @ db))
-    if denominator == 0.0:
-        return math.nan
-    return float(np.clip((da @ db) / denominator, -1.0, 1.0))
-
-
-def average_ranks(values: Any) -> np.ndarray:
-    """Ranks 1..n of a 1-D sample, ties sharing their average rank."""
-    data = np.asarray(values, dtype=np.float64)
-    if data.ndim != 1:
-        raise ValueError(f"values must be 1-D, got shape {data.shape}")
-    order = np.argsort(data, kind="mergesort")
-    sorted_values = data[order]
-    ranks = np.empty(data.size, dtype=np.float64)
-    start = 0
-    while start < data.size:
-        stop = start + 1
-        while stop < data.size and sorted_values[stop] == sorted_values[start]:
-            stop += 1
-        ranks[order[start:stop]] = (start + stop + 1) / 2.0  # mean of ranks start+1 .. stop
-        start = stop
-    return ranks
+    return float(stats.pearsonr(a, b).statistic) if _defined(a, b) else math.nan
 
 
 def spearman_rho(x: Any, y: Any) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN if either sample is constant."""
+    """Spearman's rank correlation (average ranks for ties); NaN if either sample is constant or n < 2."""
     a, b = _pair(x, y)
-    return pearson_r(average_ranks(a), average_ranks(b))
+    return float(stats.spearmanr(a, b).statistic) if _defined(a, b) else math.nan
+
+
+def _pearson_along(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Pearson r of each resample (rows along ``axis``); NaN where x or y is constant."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return np.asarray(stats.pearsonr(x, y, axis=axis).statistic)
 
 
 def bootstrap_pearson_ci(
@@ -98,9 +91,11 @@ def bootstrap_pearson_ci(
 ) -> tuple[float, float, int]:
     """Percentile-bootstrap interval of Pearson r: (low, high, resamples used).
 
-    Draws ``n_boot`` index vectors of length n from ``rng`` (so the same seed
-    and n give the same resamples for every variant). Returns NaNs when n < 3
-    or fewer than half the resamples have a defined r.
+    ``scipy.stats.bootstrap`` draws ``n_boot`` index vectors of length n from ``rng``
+    (so the same seed and n give the same resamples for every variant). Returns NaNs
+    when n < 3 or fewer than half the resamples have a defined r. The percentiles are
+    taken over the resamples with a defined r: scipy's own interval is NaN as soon as
+    one resample has a constant x or y, which small samples with ties do have.
     """
     a, b = _pair(x, y)
     if not isinstance(rng, np.random.Generator):
@@ -109,17 +104,14 @@ def bootstrap_pearson_ci(
         raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    n = a.size
-    if n < 3:
+    if a.size < 3:
         return math.nan, math.nan, 0
-    indices = rng.integers(0, n, size=(n_boot, n))
-    xs, ys = a[indices], b[indices]
-    dx = xs - xs.mean(axis=1, keepdims=True)
-    dy = ys - ys.mean(axis=1, keepdims=True)
-    denominator = np.sqrt(np.einsum("ij,ij->i", dx, dx) * np.einsum("ij,ij->i", dy, dy))
-    numerator = np.einsum("ij,ij->i", dx, dy)
-    valid = denominator > 0
-    values = np.clip(numerator[valid] / denominator[valid], -1.0, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap((a, b), _pearson_along, paired=True, vectorized=True, n_resamples=n_boot,
+                                 confidence_level=confidence, method="percentile", rng=rng)
+    values = result.bootstrap_distribution
+    values = values[np.isfinite(values)]
     if values.size < max(1, n_boot // 2):
         return math.nan, math.nan, int(values.size)
     tail = (1.0 - confidence) / 2.0 * 100.0

@@ -14,12 +14,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pydicom
 
-from db.records import AppraisalStatus, Job, NewAppraisal, ScoreRow
+from db.records import AppraisalStatus, Job, NewAppraisal
 from db.repository import Repository
 from dicom.photo import decode_rgb
 from dicom.storage import DicomFileStore
@@ -28,24 +27,12 @@ from pipeline.compare.annotate import heatmap_on_photo
 from pipeline.compare.render import display_vmax
 from pipeline.errors import PipelineError
 from pipeline.models.bundle import ModelBundle
+from pipeline.vocabulary import PRIMARY_VARIANT
+from service.reports.request import ReportRequest
 from service.runtime.burn_in import compose_secondary_capture
 from service.runtime.results import build_results, file_results
 
 LOG = logging.getLogger("cleftscore.worker")
-
-
-@dataclass(frozen=True)
-class ReportRequest:
-    """What the PDF builder gets for one job (``result`` None for a failed appraisal)."""
-
-    source: pydicom.Dataset
-    appraisal_id: int
-    result: AppraisalResult | None
-    photo_rgb: np.ndarray | None
-    overlay_on_photo: np.ndarray | None
-    failure_reason: str | None
-    created_at: dt.datetime
-    failure_code: str | None = None
 
 
 def crop_to_face(image: np.ndarray, quad: np.ndarray, margin: float = 0.1) -> np.ndarray:
@@ -152,24 +139,17 @@ class AppraisalWorker:
                                          "score": round(result.primary_score, 4), "seconds": result.timings["total"]})
 
     def _save_appraisal(self, job: Job, result: AppraisalResult) -> int:
-        rows = tuple(
-            ScoreRow(method=item.variant.method.value, processing=item.variant.processing.value,
-                     region=item.variant.region,
-                     erosion_order=item.variant.erosion_order.value if item.variant.erosion_order else None,
-                     adaptation=item.adaptation, score=item.variant.score)
-            for item in result.scores
-        )
         record = self.repository.save_appraisal(NewAppraisal(
             photo_id=job.photo_id, job_id=job.id, model_name=result.model.name, model_id_hash=result.model.identity,
             non_clinical=result.model.non_clinical, status=AppraisalStatus.SUCCEEDED, created_at=self.clock(),
             settings=result.settings.to_dict(), timings=result.timings, pose=result.preprocessing.pose.to_dict(),
-            scores=rows,
+            scores=result.scores,
         ), worker_id=self.worker_id)
         return record.id
 
     def _overlay(self, rgb: np.ndarray, result: AppraisalResult) -> np.ndarray:
         pre = result.preprocessing
-        mask = pre.masks["mouth_nose"]
+        mask = pre.masks[PRIMARY_VARIANT.region]
         vmax = display_vmax(result.primary_heatmap, mask)
         on_photo = crop_to_face(heatmap_on_photo(rgb, result.primary_heatmap, mask, pre.transform, vmax=vmax),
                                 pre.transform.quad)

@@ -10,27 +10,27 @@ import pytest
 from db.errors import ConflictError, LeaseLostError, NotFoundError
 from db.records import (
     AppraisalStatus,
+    Calibration,
     FailureKind,
     JobState,
     NewAppraisal,
-    NewCalibration,
     NewResultObject,
     ResultKind,
-    ScoreRow,
     TransferState,
 )
+from pipeline.vocabulary import PRIMARY_VARIANT, ScoreVariant, VariantScore
 from tests.db.support import T0, TRANSFER_RNG_SEED, at, patient, pg_session_url, photo, repo, study  # noqa: F401
 
 PACS = "PACS@pacs.example.org:104"
 VIEWER = "VIEWER@10.0.0.7:11112"
 
 
-def grid_scores(offset: float = 0.0) -> tuple[ScoreRow, ...]:
-    rows = [ScoreRow("pse", "ycbcr+erosion", "mouth_nose", "erode_then_diff", True, 5.0 + offset),
-            ScoreRow("pse", "ycbcr+erosion", "mouth_nose", "diff_then_erode", True, 5.25 + offset),
-            ScoreRow("pse", "ycbcr+erosion", "mouth_nose", "diff_then_erode", False, 4.5 + offset),
-            ScoreRow("lpips", "base", "face_without_eyes", None, True, 3.125 + offset)]
-    return tuple(rows)
+def grid_scores(offset: float = 0.0) -> tuple[VariantScore, ...]:
+    rows = [("pse", "ycbcr+erosion", "mouth_nose", True, "erode_then_diff", 5.0 + offset),
+            ("pse", "ycbcr+erosion", "mouth_nose", True, "diff_then_erode", 5.25 + offset),
+            ("pse", "ycbcr+erosion", "mouth_nose", False, "diff_then_erode", 4.5 + offset),
+            ("lpips", "base", "face_without_eyes", True, None, 3.125 + offset)]
+    return tuple(VariantScore(ScoreVariant(*row[:5]), row[5]) for row in rows)
 
 
 def appraisal(photo_id: int, job_id: int | None, created: datetime = T0, *,
@@ -67,11 +67,11 @@ def test_appraisal_round_trip(repo):
     assert loaded.scores == grid_scores()
     assert loaded.settings == {"iterations": 50, "erosion": "after", "sizes": [3, 3]}
     assert loaded.pose == {"yaw": 2.0} and loaded.non_clinical is True
-    assert loaded.primary_score == 5.25
-    assert loaded.scores[3].erosion_order == ""
-    assert loaded.score("lpips", "base", "face_without_eyes", True) == 3.125
-    assert loaded.score("pse", "ycbcr+erosion", "mouth_nose", True, "erode_then_diff") == 5.0
-    assert loaded.score("ssim", "base", "mouth_nose", True) is None
+    assert loaded.primary_score == 5.25 == loaded.score(PRIMARY_VARIANT)
+    assert loaded.scores[3].variant.erosion_order is None
+    assert loaded.score(ScoreVariant("lpips", "base", "face_without_eyes", True)) == 3.125
+    assert loaded.score(ScoreVariant("pse", "ycbcr+erosion", "mouth_nose", True, "erode_then_diff")) == 5.0
+    assert loaded.score(ScoreVariant("ssim", "base", "mouth_nose", True)) is None
     assert repo.appraisal_for_job(saved.job_id) == loaded
     assert repo.appraisals_for_photo(saved.photo_id) == [loaded]
     with pytest.raises(NotFoundError):
@@ -228,19 +228,43 @@ def test_patients_lists_counts(repo):
                                                          ("P001", 2, 3, 2, at(7))]
 
 
+def calibration(slope: float, created: datetime, **changes) -> Calibration:
+    fields = dict(slope=slope, intercept=-1.5, slope_se=0.1, intercept_se=0.2, residual_sd=0.4, n=13,
+                  score_mean=5.5, score_sxx=16.0, pearson_r=0.94, model_identity="sha256:abc",
+                  source="paper-13.csv", created_at=created, provenance={"rows": [{"photo": "a.jpg", "rating": 4}]})
+    return Calibration(**{**fields, **changes})
+
+
 def test_latest_calibration_wins_by_creation_time(repo):
     assert repo.latest_calibration() is None
-
-    def calibration(slope: float, created: datetime) -> NewCalibration:
-        return NewCalibration(slope=slope, intercept=-1.5, slope_se=0.1, intercept_se=0.2,
-                              residual_sd=0.4, n=13, created_at=created,
-                              provenance={"ratings": "paper-13", "r": 0.94})
-
-    first = repo.save_calibration(calibration(1.0, at(100)))
-    repo.save_calibration(calibration(2.0, at(50)))  # saved later but older
+    first_id = repo.save_calibration(calibration(1.0, at(100)))
+    second_id = repo.save_calibration(calibration(2.0, at(50)))  # saved later but older
+    assert second_id != first_id
     latest = repo.latest_calibration()
-    assert latest == first
-    assert (latest.slope, latest.n, latest.provenance) == (1.0, 13, {"ratings": "paper-13",
-                                                                     "r": 0.94})
-    newest = repo.save_calibration(calibration(3.0, at(200)))
-    assert repo.latest_calibration() == newest
+    assert latest == calibration(1.0, at(100))
+    assert (latest.slope, latest.n, latest.model_identity, latest.provenance) == (
+        1.0, 13, "sha256:abc", {"rows": [{"photo": "a.jpg", "rating": 4}]})
+    repo.save_calibration(calibration(3.0, at(200)))
+    assert repo.latest_calibration() == calibration(3.0, at(200))
+    repo.save_calibration(calibration(4.0, at(200), source="tie.csv"))  # same time: the last saved wins
+    assert repo.latest_calibration().source == "tie.csv"
+    with pytest.raises(TypeError):
+        repo.save_calibration({"slope": 1.0})
+
+def test_calibration_fields_without_a_column_travel_in_provenance(repo):
+    if not hasattr(repo, "engine"):
+        pytest.skip("SQL repositories only")
+    import sqlalchemy as sa
+
+    from db.models import CalibrationRow
+
+    repo.save_calibration(calibration(1.0, at(100)))
+    with repo.engine.connect() as conn:
+        stored = conn.execute(sa.select(CalibrationRow.__table__.c.provenance)).scalar_one()
+    # The layout `cleftscore calibrate` has always written: the schema is unchanged.
+    assert stored == {"rows": [{"photo": "a.jpg", "rating": 4}], "model_identity": "sha256:abc",
+                      "source": "paper-13.csv", "score_mean": 5.5, "score_sxx": 16.0, "pearson_r": 0.94}
+    with repo.engine.begin() as conn:
+        conn.execute(sa.update(CalibrationRow).values(provenance={"source": "hand-made.csv"}))
+    with pytest.raises(ValueError, match=r"lacks \['model_identity', 'score_mean'"):
+        repo.latest_calibration()

@@ -8,8 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from db.records import AppraisalStatus, NewAppraisal, NewCalibration, NewPatient, NewStudy, ScoreRow
+from db.records import AppraisalStatus, Calibration, NewAppraisal, NewPatient, NewStudy
 from db.rules import RetryPolicy, one_line_message, parse_destination, retry_at
+from pipeline.vocabulary import PRIMARY_VARIANT, ScoreVariant, VariantScore
 from tests.db.support import T0, photo
 
 
@@ -92,7 +93,7 @@ def test_photo_validation_and_utc_normalisation():
 def test_appraisal_validation():
     base = dict(photo_id=1, job_id=1, model_name="m", model_id_hash="h", non_clinical=False,
                 created_at=T0)
-    row = ScoreRow("pse", "base", "mouth_nose", "", True, 1.0)
+    row = VariantScore(ScoreVariant("pse", "base", "mouth_nose", True), 1.0)
     with pytest.raises(ValueError, match="no scores"):
         NewAppraisal(status=AppraisalStatus.FAILED, failure_reason="no face", scores=(row,),
                      **base)
@@ -102,22 +103,29 @@ def test_appraisal_validation():
         NewAppraisal(status=AppraisalStatus.SUCCEEDED, failure_reason="x", **base)
     with pytest.raises(ValueError, match="twice"):
         NewAppraisal(status=AppraisalStatus.SUCCEEDED, scores=(row, row), **base)
-    with pytest.raises(ValueError, match="finite"):
-        ScoreRow("pse", "base", "mouth_nose", "", True, math.inf)
-    with pytest.raises(TypeError):
-        ScoreRow("pse", "base", "mouth_nose", "", 1, 1.0)
+    with pytest.raises(ValueError, match="twice"):  # the same variant, even with another score
+        NewAppraisal(status=AppraisalStatus.SUCCEEDED, scores=(row, VariantScore(row.variant, 2.0)), **base)
+    with pytest.raises(TypeError, match="VariantScore"):
+        NewAppraisal(status=AppraisalStatus.SUCCEEDED, scores=({"method": "pse", "score": 1.0},), **base)
+    primary = VariantScore(PRIMARY_VARIANT, 6.5)
+    assert NewAppraisal(status=AppraisalStatus.SUCCEEDED, scores=(row, primary), **base).primary_score == 6.5
     made = NewAppraisal(status="succeeded", scores=[row], settings={"t": (1, 2)}, **base)
     assert made.status is AppraisalStatus.SUCCEEDED and made.scores == (row,)
     assert made.settings == {"t": [1, 2]} and made.primary_score is None
 
 
 def test_calibration_validation():
-    good = dict(slope=1.0, intercept=0.0, slope_se=0.1, intercept_se=0.1, residual_sd=0.3,
-                n=13, created_at=T0)
-    assert NewCalibration(**good).provenance == {}
-    for field, bad in (("n", 1), ("n", 2.5), ("slope_se", -0.1), ("slope", math.nan)):
+    good = dict(slope=1.0, intercept=0.0, slope_se=0.1, intercept_se=0.1, residual_sd=0.3, n=13, score_mean=4.0,
+                score_sxx=9.0, pearson_r=0.9, model_identity="sha256:abc", source="ratings.csv", created_at=T0)
+    made = Calibration(**good)
+    assert made.provenance == {} and made.rating(2.0) == 2.0
+    for field, bad in (("n", 2), ("n", 2.5), ("n", True), ("slope_se", -0.1), ("slope", math.nan), ("slope", 0.0),
+                       ("score_sxx", 0.0), ("pearson_r", 1.5), ("model_identity", ""),
+                       ("created_at", datetime(2024, 1, 1)), ("provenance", {"score_mean": 1.0})):
         with pytest.raises(ValueError):
-            NewCalibration(**{**good, field: bad})
+            Calibration(**{**good, field: bad})
+    with pytest.raises(TypeError):
+        Calibration(**{**good, "source": None})
 
 
 def test_implementations_have_the_protocol_signatures():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from pipeline.models.bundle import load_bundle
 from pipeline.normalize.adaptation import AdaptationSettings
 from pipeline.normalize.inversion import InversionSettings
 from pipeline.preprocess.photo_io import load_photo
+from pipeline.vocabulary import PRIMARY_VARIANT, ErosionOrder
 from service.cli.main import main
 from service.runtime.model_store import make_demo_bundle
 
@@ -33,9 +35,12 @@ def test_appraise_returns_every_score_and_image(bundle, faces_dir):
     assert result.aligned.shape == result.inverted.shape == result.normalized.shape == (64, 64, 3)
     # PSE, LPIPS, SSIM × 4 processings × 2 regions, with and without adaptation.
     assert len(result.scores) == 2 * 3 * 4 * 2
-    assert {s.adaptation for s in result.scores} == {True, False}
+    assert {s.variant.adaptation for s in result.scores} == {True, False}
     assert np.isfinite(result.primary_score)
-    assert result.primary_score == result.score("pse", "ycbcr+erosion", "mouth_nose", True)
+    assert result.primary_score == result.score(PRIMARY_VARIANT)
+    assert result.primary_heatmap is result.heatmaps["with_adaptation/pse/ycbcr+erosion/diff_then_erode"]
+    with pytest.raises(KeyError, match="erode_then_diff"):  # not computed with these settings
+        result.score(replace(PRIMARY_VARIANT, erosion_order=ErosionOrder.ERODE_THEN_DIFF))
     assert result.model.non_clinical and result.model.identity == bundle.identity.identity
     assert [s.stage for s in steps].count("inversion") == 12 and [s.stage for s in steps].count("adaptation") == 4
     assert set(result.timings) >= {"preprocess", "inversion", "adaptation", "scoring", "total"}
@@ -46,6 +51,11 @@ def test_appraise_returns_every_score_and_image(bundle, faces_dir):
     again = appraise(photo, bundle, FAST)
     np.testing.assert_array_equal(again.normalized, result.normalized)
     assert again.primary_score == result.primary_score
+
+
+def test_settings_must_compute_the_primary_variant():
+    with pytest.raises(ValueError, match="must include 'diff_then_erode'"):
+        AppraisalSettings(erosion_orders=(ErosionOrder.ERODE_THEN_DIFF,))
 
 
 def test_appraise_refuses_a_photo_without_a_face(bundle):

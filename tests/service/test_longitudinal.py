@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from datetime import datetime, timezone
 
 import numpy as np
 import pydicom
@@ -14,31 +15,54 @@ from scipy import stats
 
 from service.cli.main import main
 from service.config.settings import load_config
-from service.research.calibration import fit_calibration
+from service.research.calibration import calibrated_rating, fit_calibration
+
+WHO = dict(model_identity="sha256:model", source="ratings.csv", created_at=datetime(2026, 1, 5, tzinfo=timezone.utc))
 
 
 def test_calibration_recovers_a_known_line():
     rng = np.random.default_rng(7)
     scores = rng.uniform(0.0, 5.0, 60)
     ratings = np.clip(1.5 + 0.9 * scores + rng.normal(0, 0.15, scores.size), 1, 7)
-    fit = fit_calibration(scores, ratings)
+    fit = fit_calibration(scores, ratings, **WHO)
     reference = stats.linregress(scores, ratings)
     assert fit.slope == pytest.approx(reference.slope) and fit.intercept == pytest.approx(reference.intercept)
     assert fit.slope_se == pytest.approx(reference.stderr) and fit.intercept_se == pytest.approx(reference.intercept_stderr)
+    assert fit.pearson_r == pytest.approx(reference.rvalue) and fit.n == 60 and fit.model_identity == "sha256:model"
+    residuals = ratings - reference.intercept - reference.slope * scores
+    assert fit.residual_sd == pytest.approx(np.sqrt(residuals @ residuals / 58))
     assert abs(fit.slope - 0.9) < 3 * fit.slope_se and abs(fit.intercept - 1.5) < 3 * fit.intercept_se
-    value, low, high = fit.predict(2.0)
-    assert low < 1.5 + 0.9 * 2.0 < high and value == pytest.approx(fit.intercept + 2 * fit.slope)
+    rating = calibrated_rating(fit, 2.0)
+    assert rating.low < 1.5 + 0.9 * 2.0 < rating.high and rating.value == pytest.approx(fit.intercept + 2 * fit.slope)
     # Prediction intervals widen away from the mean score.
-    assert (fit.predict(10.0)[2] - fit.predict(10.0)[1]) > (high - low)
+    far = calibrated_rating(fit, 10.0)
+    assert (far.high - far.low) > (rating.high - rating.low) and far.outside_scale
+
+
+def test_prediction_intervals_cover_new_photos():
+    rng = np.random.default_rng(3)
+    scores = rng.uniform(2.0, 6.0, 25)
+    fit = fit_calibration(scores, 1.0 + 0.8 * scores + rng.normal(0, 0.3, 25), **WHO)
+    new_scores = rng.uniform(2.0, 6.0, 4000)
+    new_ratings = 1.0 + 0.8 * new_scores + rng.normal(0, 0.3, new_scores.size)
+    inside = [calibrated_rating(fit, s).low <= r <= calibrated_rating(fit, s).high
+              for s, r in zip(new_scores, new_ratings)]
+    assert 0.9 < np.mean(inside) < 0.99  # nominal 95 % for this one fit
 
 
 def test_calibration_refuses_bad_input():
     with pytest.raises(ValueError, match="at least 3"):
-        fit_calibration(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+        fit_calibration(np.array([1.0, 2.0]), np.array([3.0, 4.0]), **WHO)
     with pytest.raises(ValueError, match="1–7"):
-        fit_calibration(np.array([1.0, 2.0, 3.0]), np.array([3.0, 4.0, 9.0]))
+        fit_calibration(np.array([1.0, 2.0, 3.0]), np.array([3.0, 4.0, 9.0]), **WHO)
     with pytest.raises(ValueError, match="all scores are equal"):
-        fit_calibration(np.array([1.0, 1.0, 1.0]), np.array([3.0, 4.0, 5.0]))
+        fit_calibration(np.array([1.0, 1.0, 1.0]), np.array([3.0, 4.0, 5.0]), **WHO)
+    with pytest.raises(ValueError, match="all ratings are equal"):
+        fit_calibration(np.array([1.0, 2.0, 3.0]), np.array([4.0, 4.0, 4.0]), **WHO)
+    with pytest.raises(ValueError, match="model_identity"):
+        fit_calibration(np.array([1.0, 2.0, 3.0]), np.array([3.0, 4.0, 6.0]), **{**WHO, "model_identity": ""})
+    with pytest.raises(ValueError, match="level"):
+        calibrated_rating(fit_calibration(np.array([1.0, 2.0, 3.0]), np.array([3.0, 4.0, 6.0]), **WHO), 2.0, 1.5)
 
 
 # Sent out of order; different real faces so that the scores differ.

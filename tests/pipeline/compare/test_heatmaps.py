@@ -1,4 +1,9 @@
-"""Heatmaps against independent computations: scipy erosion, numpy PSE, skimage SSIM, lpips."""
+"""Heatmaps against independent computations: hand-written erosion and SSIM oracles, numpy PSE, lpips.
+
+The module uses scipy's grey erosion and skimage's SSIM map; the oracles here are written out
+(numpy minimum over the 3×3 shifts; Wang et al.'s formula with scipy's Gaussian filter) so the
+tests check the parameters we pass (window, truncation, covariance, edges), not the library
+against itself."""
 
 from __future__ import annotations
 
@@ -11,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import ndimage
-from skimage.metrics import structural_similarity
 from skimage.transform import resize
 
 from pipeline.compare.heatmaps import (
+    MIN_SSIM_SIDE,
     ErosionOrder,
     compare_with_erosion,
     grey_erode_3x3,
@@ -54,12 +59,26 @@ def face_pair(astronaut_rgb):
     return small, other
 
 
-def scipy_erode_per_channel(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return ndimage.grey_erosion(image, size=(3, 3))
-    return np.stack(
-        [ndimage.grey_erosion(image[..., c], size=(3, 3)) for c in range(image.shape[2])], axis=2
-    )
+def erode_oracle(image: np.ndarray) -> np.ndarray:
+    """3×3 minimum per channel, edges repeating the border pixel (numpy 'symmetric' padding)."""
+    height, width = image.shape[:2]
+    padded = np.pad(image, ((1, 1), (1, 1)) + ((0, 0),) * (image.ndim - 2), mode="symmetric")
+    shifts = [padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
+    return np.minimum.reduce(shifts)
+
+
+def ssim_oracle(a: np.ndarray, b: np.ndarray, data_range: float) -> np.ndarray:
+    """Wang et al. (2004) local SSIM per channel: Gaussian window sigma 1.5 truncated at 3.5 sigma,
+    population covariance, reflected edges, K1 = 0.01, K2 = 0.03."""
+    sigma = (1.5, 1.5) + (0.0,) * (a.ndim - 2)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(values, sigma=sigma, truncate=3.5, mode="reflect")
+
+    mx, my = mean(a), mean(b)
+    vx, vy, cxy = mean(a * a) - mx * mx, mean(b * b) - my * my, mean(a * b) - mx * my
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    return (2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))
 
 
 # ---------------------------------------------------------------- erosion
@@ -73,15 +92,28 @@ def scipy_erode_per_channel(image: np.ndarray) -> np.ndarray:
         elements={"min_value": 0, "max_value": 255},
     )
 )
-def test_erosion_equals_scipy_grey_erosion_2d(image):
-    np.testing.assert_array_equal(grey_erode_3x3(image), ndimage.grey_erosion(image, size=(3, 3)))
+def test_erosion_equals_the_oracle_2d(image):
+    eroded = grey_erode_3x3(image)
+    assert eroded.dtype == image.dtype
+    np.testing.assert_array_equal(eroded, erode_oracle(image))
 
 
-def test_erosion_equals_scipy_per_channel_3d():
+def test_erosion_is_per_channel_3d():
     image = np.random.default_rng(3).random((31, 17, 3))
     eroded = grey_erode_3x3(image)
     assert eroded.shape == image.shape and eroded.dtype == image.dtype
-    np.testing.assert_array_equal(eroded, scipy_erode_per_channel(image))
+    np.testing.assert_array_equal(eroded, erode_oracle(image))
+    for c in range(3):
+        np.testing.assert_array_equal(eroded[..., c], grey_erode_3x3(np.ascontiguousarray(image[..., c])))
+
+
+def test_erosion_rejects_bad_input():
+    with pytest.raises(ValueError):
+        grey_erode_3x3(np.zeros((0, 4)))
+    with pytest.raises(ValueError):
+        grey_erode_3x3(np.zeros((4, 4, 3, 1)))
+    with pytest.raises(TypeError):
+        grey_erode_3x3([[1, 2], [3, 4]])
 
 
 def test_erosion_removes_single_bright_pixel_and_grows_dark_one():
@@ -117,9 +149,9 @@ def test_erosion_orders_match_hand_composition(order):
     rng = np.random.default_rng(5)
     a, b = rng.random((12, 14, 3)) * 255, rng.random((12, 14, 3)) * 255
     if order is ErosionOrder.ERODE_THEN_DIFF:
-        expected = (scipy_erode_per_channel(a) - scipy_erode_per_channel(b)) ** 2
+        expected = (erode_oracle(a) - erode_oracle(b)) ** 2
     else:
-        expected = scipy_erode_per_channel((a - b) ** 2)
+        expected = erode_oracle((a - b) ** 2)
     np.testing.assert_allclose(compare_with_erosion(pse_heatmap, a, b, order), expected, rtol=1e-14)
 
 
@@ -143,27 +175,22 @@ def test_pse_rejects_shape_mismatch_and_nan():
 # ---------------------------------------------------------------- SSIM
 
 
-def test_ssim_map_matches_skimage_full_map(face_pair):
+def test_ssim_map_matches_the_oracle(face_pair):
     a, b = (image.astype(np.float64) for image in face_pair)
-    _, ssim_full = structural_similarity(
-        a, b, data_range=255, channel_axis=-1, gaussian_weights=True, sigma=1.5,
-        use_sample_covariance=False, full=True,
-    )  # fmt: skip
     ours = ssim_heatmap(a, b, data_range=255)
-    assert ours.shape == a.shape
-    np.testing.assert_allclose(ours, np.maximum(1.0 - ssim_full, 0.0), rtol=0, atol=1e-12)
+    assert ours.shape == a.shape and ours.dtype == np.float64
+    np.testing.assert_allclose(ours, np.maximum(1.0 - ssim_oracle(a, b, 255.0), 0.0), rtol=0, atol=1e-12)
     assert ours.max() > 0.1  # the pair really differs
+    # uint8 input is compared on its values, as float
+    np.testing.assert_array_equal(ssim_heatmap(*face_pair, data_range=255), ours)
 
 
-def test_ssim_map_grey_image_matches_skimage():
+def test_ssim_map_grey_image_matches_the_oracle():
     rng = np.random.default_rng(7)
     a = rng.random((20, 24))
     b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
-    _, ssim_full = structural_similarity(
-        a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
-        use_sample_covariance=False, full=True,
-    )  # fmt: skip
-    np.testing.assert_allclose(ssim_heatmap(a, b, data_range=1.0), 1.0 - ssim_full, atol=1e-12)
+    expected = np.maximum(1.0 - ssim_oracle(a, b, 1.0), 0.0)
+    np.testing.assert_allclose(ssim_heatmap(a, b, data_range=1.0), expected, rtol=0, atol=1e-12)
 
 
 def test_ssim_map_of_identical_images_is_exactly_zero(face_pair):
@@ -171,9 +198,13 @@ def test_ssim_map_of_identical_images_is_exactly_zero(face_pair):
     np.testing.assert_array_equal(ssim_heatmap(a, a.copy(), data_range=255), 0.0)
 
 
-def test_ssim_rejects_bad_data_range():
-    with pytest.raises(ValueError):
-        ssim_heatmap(np.zeros((8, 8)), np.zeros((8, 8)), data_range=0)
+def test_ssim_rejects_bad_data_range_and_too_small_images():
+    with pytest.raises(ValueError, match="data_range"):
+        ssim_heatmap(np.zeros((16, 16)), np.zeros((16, 16)), data_range=0)
+    side = MIN_SSIM_SIDE
+    ssim_heatmap(np.zeros((side, side, 3)), np.zeros((side, side, 3)), data_range=255)
+    with pytest.raises(ValueError, match=f"at least {side}"):
+        ssim_heatmap(np.zeros((side - 1, 40, 3)), np.zeros((side - 1, 40, 3)), data_range=255)
 
 
 # ---------------------------------------------------------------- LPIPS

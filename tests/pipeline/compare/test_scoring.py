@@ -17,16 +17,12 @@ from skimage.color import rgb2ycbcr
 from pipeline.compare.scoring import (
     MAX_SCORE,
     ROOT_ENERGY_FLOOR,
-    ErosionOrder,
-    HeatmapMethod,
-    Processing,
-    VariantScore,
-    heatmap_key,
     masked_energy,
     masked_score,
     score_all_variants,
     score_from_energy,
 )
+from pipeline.vocabulary import ErosionOrder, HeatmapMethod, Processing, Region
 
 H = W = 40
 
@@ -165,13 +161,14 @@ def test_grid_counts_and_keys(image_pair, masks, lpips_model):
     ]
     for model, orders, n_heatmaps in cases:
         scores, heatmaps = score_all_variants(
-            aligned, normalized, masks, lpips_model=model, erosion_orders=orders
+            aligned, normalized, masks, adaptation=True, lpips_model=model, erosion_orders=orders
         )
         assert len(heatmaps) == n_heatmaps
         assert len(scores) == n_heatmaps * len(masks)
-        cells = {(s.method, s.processing, s.erosion_order, s.region) for s in scores}
-        assert len(cells) == len(scores)
-        assert {s.heatmap_key for s in scores} == set(heatmaps)
+        assert len({s.variant for s in scores}) == len(scores)
+        assert all(s.variant.adaptation is True for s in scores)
+        assert {s.variant.region for s in scores} == set(Region)
+        assert {s.variant.heatmap_key for s in scores} == set(heatmaps)
         for heatmap in heatmaps.values():
             assert heatmap.shape == (H, W) and heatmap.dtype == np.float64
             assert np.all(np.isfinite(heatmap)) and heatmap.min() >= 0
@@ -186,10 +183,13 @@ def test_grid_counts_and_keys(image_pair, masks, lpips_model):
     }
 
 
-def test_grid_is_deterministic(image_pair, masks, lpips_model):
-    first = score_all_variants(*image_pair, masks, lpips_model=lpips_model)
-    second = score_all_variants(*image_pair, masks, lpips_model=lpips_model)
+def test_grid_is_deterministic_and_adaptation_only_names_the_variants(image_pair, masks, lpips_model):
+    first = score_all_variants(*image_pair, masks, adaptation=True, lpips_model=lpips_model)
+    second = score_all_variants(*image_pair, masks, adaptation=True, lpips_model=lpips_model)
     assert first[0] == second[0]
+    without, _ = score_all_variants(*image_pair, masks, adaptation=False, lpips_model=lpips_model)
+    assert [s.score for s in without] == [s.score for s in first[0]]
+    assert all(s.variant.adaptation is False for s in without)
     for key in first[1]:
         np.testing.assert_array_equal(first[1][key], second[1][key])
 
@@ -209,7 +209,7 @@ def hand_ycbcr_erosion_pse(aligned, normalized, order):
 @pytest.mark.parametrize("order", list(ErosionOrder))
 def test_pse_ycbcr_erosion_equals_hand_composition(image_pair, masks, order):
     aligned, normalized = image_pair
-    scores, heatmaps = score_all_variants(aligned, normalized, masks, erosion_orders=(order,))
+    scores, heatmaps = score_all_variants(aligned, normalized, masks, adaptation=True, erosion_orders=(order,))
     expected_map = hand_ycbcr_erosion_pse(aligned, normalized, order)
     key = f"pse/ycbcr+erosion/{order.value}"
     np.testing.assert_allclose(heatmaps[key], expected_map, rtol=1e-10, atol=1e-9)
@@ -217,46 +217,22 @@ def test_pse_ycbcr_erosion_equals_hand_composition(image_pair, masks, order):
         (cell,) = [
             s
             for s in scores
-            if s.method is HeatmapMethod.PSE
-            and s.processing is Processing.YCBCR_EROSION
-            and s.region == region
+            if s.variant.method is HeatmapMethod.PSE
+            and s.variant.processing is Processing.YCBCR_EROSION
+            and s.variant.region == region
         ]
-        assert cell.erosion_order is order
+        assert cell.variant.erosion_order is order
         assert cell.score == pytest.approx(hand_score(expected_map, mask), rel=1e-12)
 
 
 def test_pse_base_equals_hand_computation(image_pair, masks):
     aligned, normalized = image_pair
-    scores, heatmaps = score_all_variants(aligned, normalized, masks)
+    scores, heatmaps = score_all_variants(aligned, normalized, masks, adaptation=False)
     expected = ((aligned.astype(float) - normalized.astype(float)) ** 2).sum(2)
     np.testing.assert_array_equal(heatmaps["pse/base"], expected)
-    base = {s.region: s.score for s in scores if s.heatmap_key == "pse/base"}
+    base = {s.variant.region: s.score for s in scores if s.variant.heatmap_key == "pse/base"}
     for region, mask in masks.items():
         assert base[region] == pytest.approx(hand_score(expected, mask), rel=1e-12)
-
-
-def test_variant_to_dict():
-    cell = VariantScore(
-        HeatmapMethod.SSIM,
-        Processing.YCBCR_EROSION,
-        "mouth_nose",
-        ErosionOrder.ERODE_THEN_DIFF,
-        3.5,
-    )
-    assert cell.to_dict() == {
-        "method": "ssim",
-        "processing": "ycbcr+erosion",
-        "region": "mouth_nose",
-        "erosion_order": "erode_then_diff",
-        "score": 3.5,
-    }
-    assert cell.heatmap_key == "ssim/ycbcr+erosion/erode_then_diff"
-    plain = VariantScore(HeatmapMethod.PSE, Processing.BASE, "r", None, 1.0)
-    assert plain.to_dict()["erosion_order"] is None
-    with pytest.raises(ValueError):
-        heatmap_key(HeatmapMethod.PSE, Processing.BASE, ErosionOrder.DIFF_THEN_ERODE)
-    with pytest.raises(ValueError):
-        heatmap_key(HeatmapMethod.PSE, Processing.EROSION, None)
 
 
 small_images = hnp.arrays(np.uint8, (16, 16, 3))
@@ -265,9 +241,10 @@ small_images = hnp.arrays(np.uint8, (16, 16, 3))
 @settings(max_examples=15, deadline=None)
 @given(small_images)
 def test_identical_images_score_the_maximum_everywhere(image):
-    masks = {"all": np.ones((16, 16), dtype=bool), "corner": rect_mask(0, 0, 3, 3, (16, 16))}
+    masks = {Region.FACE_WITHOUT_EYES: np.ones((16, 16), dtype=bool),
+             Region.MOUTH_NOSE: rect_mask(0, 0, 3, 3, (16, 16))}
     scores, heatmaps = score_all_variants(
-        image, image.copy(), masks, erosion_orders=tuple(ErosionOrder)
+        image, image.copy(), masks, adaptation=True, erosion_orders=tuple(ErosionOrder)
     )
     assert len(scores) == 2 * 6 * 2
     assert all(s.score == MAX_SCORE for s in scores)
@@ -276,7 +253,7 @@ def test_identical_images_score_the_maximum_everywhere(image):
 
 def test_identical_images_with_lpips_score_the_maximum(image_pair, masks, lpips_model):
     aligned = image_pair[0]
-    scores, _ = score_all_variants(aligned, aligned.copy(), masks, lpips_model=lpips_model)
+    scores, _ = score_all_variants(aligned, aligned.copy(), masks, adaptation=True, lpips_model=lpips_model)
     assert all(s.score == MAX_SCORE for s in scores)
 
 
@@ -294,9 +271,9 @@ def test_pse_scores_strictly_fall_with_growing_difference_inside_mask(image, top
         normalized = image.copy()
         normalized[mask] += np.uint8(amplitude)  # ≤ 250: no wrap-around
         scores, _ = score_all_variants(
-            image, normalized, {"roi": mask}, erosion_orders=tuple(ErosionOrder)
+            image, normalized, {"mouth_nose": mask}, adaptation=True, erosion_orders=tuple(ErosionOrder)
         )
-        pse = {s.heatmap_key: s.score for s in scores if s.method is HeatmapMethod.PSE}
+        pse = {s.variant.heatmap_key: s.score for s in scores if s.variant.method is HeatmapMethod.PSE}
         assert len(pse) == 6
         if previous is not None:
             assert all(pse[key] < previous[key] for key in pse), (pse, previous)
@@ -317,24 +294,25 @@ def test_image_changes_outside_mask_reach_only_through_map_support(aligned, norm
     outside = ~mask
     far = ~near
     orders = tuple(ErosionOrder)
-    reference, _ = score_all_variants(aligned, normalized, {"roi": mask}, erosion_orders=orders)
-    reference = {s.heatmap_key: s.score for s in reference}
+    reference, _ = score_all_variants(aligned, normalized, {"mouth_nose": mask}, adaptation=True, erosion_orders=orders)
+    reference = {s.variant.heatmap_key: s.score for s in reference}
 
     changed = normalized.copy()
     changed[outside] = noise[outside]
-    scores, _ = score_all_variants(aligned, changed, {"roi": mask}, erosion_orders=orders)
+    scores, _ = score_all_variants(aligned, changed, {"mouth_nose": mask}, adaptation=True, erosion_orders=orders)
     for s in scores:
-        if s.heatmap_key in ("pse/base", "pse/ycbcr"):
-            assert s.score == reference[s.heatmap_key]
+        if s.variant.heatmap_key in ("pse/base", "pse/ycbcr"):
+            assert s.score == reference[s.variant.heatmap_key]
 
     changed = normalized.copy()
     changed[far] = noise[far]
     changed_aligned = aligned.copy()
     changed_aligned[far] = noise[::-1][far]
-    scores, _ = score_all_variants(changed_aligned, changed, {"roi": mask}, erosion_orders=orders)
+    scores, _ = score_all_variants(changed_aligned, changed, {"mouth_nose": mask}, adaptation=True,
+                                   erosion_orders=orders)
     assert len(scores) == 12
     for s in scores:
-        assert s.score == pytest.approx(reference[s.heatmap_key], rel=1e-12, abs=0)
+        assert s.score == pytest.approx(reference[s.variant.heatmap_key], rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize(
@@ -344,10 +322,13 @@ def test_image_changes_outside_mask_reach_only_through_map_support(aligned, norm
         ({"normalized_rgb": np.zeros((8, 9, 3), dtype=np.uint8)}, ValueError),
         ({"aligned_rgb": np.zeros((8, 8), dtype=np.uint8)}, ValueError),
         ({"masks": {}}, ValueError),
-        ({"masks": {"roi": np.zeros((8, 8), dtype=bool)}}, ValueError),
-        ({"masks": {"roi": np.ones((8, 8), dtype=np.uint8)}}, TypeError),
-        ({"masks": {"roi": np.ones((8, 7), dtype=bool)}}, ValueError),
+        ({"masks": {"mouth_nose": np.zeros((8, 8), dtype=bool)}}, ValueError),
+        ({"masks": {"mouth_nose": np.ones((8, 8), dtype=np.uint8)}}, TypeError),
+        ({"masks": {"mouth_nose": np.ones((8, 7), dtype=bool)}}, ValueError),
         ({"masks": {"": np.ones((8, 8), dtype=bool)}}, ValueError),
+        ({"masks": {"roi": np.ones((8, 8), dtype=bool)}}, ValueError),  # not a region of the vocabulary
+        ({"adaptation": 1}, TypeError),
+        ({"adaptation": None}, TypeError),
         ({"erosion_orders": ()}, ValueError),
         ({"erosion_orders": ("diff_then_erode",)}, TypeError),
         ({"erosion_orders": (ErosionOrder.DIFF_THEN_ERODE,) * 2}, ValueError),
@@ -357,7 +338,8 @@ def test_grid_validation(kwargs, error):
     args = {
         "aligned_rgb": np.zeros((8, 8, 3), dtype=np.uint8),
         "normalized_rgb": np.zeros((8, 8, 3), dtype=np.uint8),
-        "masks": {"roi": np.ones((8, 8), dtype=bool)},
+        "masks": {"mouth_nose": np.ones((8, 8), dtype=bool)},
+        "adaptation": True,
     }
     args.update(kwargs)
     masks_arg = args.pop("masks")
@@ -371,8 +353,8 @@ def test_changes_just_outside_mask_leak_into_erosion_and_ssim_but_not_plain_pse(
     ring = ndimage.binary_dilation(mask, structure=np.ones((3, 3))) & ~mask
     changed = normalized.copy()
     changed[ring] = 255 - changed[ring]
-    before, _ = score_all_variants(aligned, normalized, {"roi": mask})
-    after, _ = score_all_variants(aligned, changed, {"roi": mask})
-    moved = {a.heatmap_key for a, b in zip(after, before) if a.score != b.score}
+    before, _ = score_all_variants(aligned, normalized, {"mouth_nose": mask}, adaptation=True)
+    after, _ = score_all_variants(aligned, changed, {"mouth_nose": mask}, adaptation=True)
+    moved = {a.variant.heatmap_key for a, b in zip(after, before) if a.score != b.score}
     assert "pse/base" not in moved and "pse/ycbcr" not in moved
     assert {"pse/erosion/diff_then_erode", "ssim/base", "ssim/ycbcr"} <= moved

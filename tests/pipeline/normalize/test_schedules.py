@@ -180,7 +180,7 @@ def test_fast_mode_runs_through_appraise(bundle, faces_dir):
     settings = replace(TINY, mode=NormalizationMode.FAST)
     steps = []
     result = appraise(photo, bundle, settings, progress=steps.append)
-    assert np.isfinite(result.primary_score) and all(np.isfinite(s.variant.score) for s in result.scores)
+    assert np.isfinite(result.primary_score) and all(np.isfinite(s.score) for s in result.scores)
     schedule = FastSchedule()
     expected = schedule.coarse_steps(20) + schedule.refine_steps(20)
     assert [s.stage for s in steps].count("inversion") == expected == len(result.inversion_losses)

@@ -38,6 +38,7 @@ def test_scores_every_variant_without_lpips(preprocessed, tmp_path):
     assert {(s["method"], s["processing"]) for s in scores} == {
         (m, p) for m in ("pse", "ssim") for p in ("base", "ycbcr", "erosion", "ycbcr+erosion")}
     assert all(np.isfinite(s["score"]) for s in scores)
+    assert all(s["adaptation"] is True for s in scores)  # NORMALIZED is taken as the adapted face by default
     # The notch is in the mouth/nose region: that region scores worse (lower) than an identical pair.
     pse = {(s["processing"], s["region"]): s["score"] for s in scores if s["method"] == "pse"}
     assert pse[("base", "mouth_nose")] < 27
@@ -51,13 +52,15 @@ def test_lpips_variants_with_a_backbone_file(preprocessed, tmp_path):
     out = tmp_path / "maps"
     assert main(["heatmap", str(preprocessed / "aligned.png"), str(preprocessed / "notched.png"),
                  "--landmarks", str(preprocessed / "landmarks.json"), "--out", str(out),
-                 "--lpips-weights", str(weights), "--lpips-net", "alex", "--both-erosion-orders"]) == 0
+                 "--lpips-weights", str(weights), "--lpips-net", "alex", "--both-erosion-orders",
+                 "--not-adapted"]) == 0
     record = json.loads((out / "scores.json").read_text())
     assert record["lpips"] == "computed"
     methods = {s["method"] for s in record["scores"]}
     assert methods == {"pse", "lpips", "ssim"}
     orders = {s["erosion_order"] for s in record["scores"]}
     assert orders == {None, "diff_then_erode", "erode_then_diff"}
+    assert {s["adaptation"] for s in record["scores"]} == {False}
 
 
 def test_mismatched_images_are_refused(preprocessed, tmp_path, capsys):

@@ -17,19 +17,20 @@ from PIL import Image
 from scipy import ndimage, stats
 from skimage.transform import resize
 
+from db.records import Calibration
 from pipeline.compare.render import heatmap_to_rgb, overlay_heatmap
+from pipeline.vocabulary import PRIMARY_VARIANT, ScoreVariant, VariantScore
 from service.reports import charts as rc
-from service.reports.pdf import (
-    Calibration,
+from service.reports.pdf import build_report_pdf
+from service.reports.request import (
     ReportImages,
     ReportInput,
     ReportModel,
     ReportPatient,
-    ReportScore,
     ReportStudy,
     TimelinePoint,
-    build_report_pdf,
 )
+from service.research.calibration import calibrated_rating
 
 pytestmark = pytest.mark.skipif(shutil.which("pdftoppm") is None or shutil.which("pdftotext") is None,
                                 reason="poppler-utils (pdftoppm, pdftotext) not installed")
@@ -43,8 +44,6 @@ VISITS = (
     TimelinePoint(datetime(2023, 1, 10, 9, 0, tzinfo=TZ), 4.10, "First consultation", False),
     TimelinePoint(datetime(2023, 8, 20, 9, 0, tzinfo=TZ), 4.90, "Pre-op", False),
 )
-CALIBRATION = Calibration(slope=0.9, intercept=-0.5, slope_se=0.08, intercept_se=0.4, residual_sd=0.5, n=125,
-                          created_at=datetime(2024, 1, 1, tzinfo=timezone.utc), source="125 rated photos")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +60,7 @@ def images(astronaut_rgb) -> ReportImages:
     return ReportImages(overlay, aligned, normalized, heatmap_to_rgb(small_heat - small_heat.min()), outline)
 
 
-def all_scores() -> tuple[ReportScore, ...]:
+def all_scores() -> tuple[VariantScore, ...]:
     rng = np.random.default_rng(3)
     scores = []
     for region in ("mouth_nose", "face_without_eyes"):
@@ -70,8 +69,8 @@ def all_scores() -> tuple[ReportScore, ...]:
                 for adapted in (True, False):
                     primary = (method, processing, region, adapted) == ("pse", "ycbcr+erosion", "mouth_nose", True)
                     order = "diff_then_erode" if "erosion" in processing else None
-                    scores.append(ReportScore(method, processing, region, adapted, order,
-                                              PRIMARY if primary else float(rng.uniform(2, 8))))
+                    scores.append(VariantScore(ScoreVariant(method, processing, region, adapted, order),
+                                               PRIMARY if primary else float(rng.uniform(2, 8))))
     return tuple(scores)
 
 
@@ -82,6 +81,10 @@ MODEL = ReportModel("ffhq-demo", "sha256:" + "ab12" * 16, True, "0.1.0",
 PATIENT = ReportPatient("PID-0042", "HOSP", "Łukasiewicz^Zoë", date(2021, 6, 2), "F")
 STUDY = ReportStudy(date(2024, 3, 5), time(10, 0), "Cleft lip photo", "ACC123",
                     datetime(2024, 3, 5, 10, 2, tzinfo=TZ))
+# se(slope) = residual_sd / sqrt(Sxx) and se(intercept)² = residual_sd² (1/n + mean² / Sxx), as OLS gives.
+CALIBRATION = Calibration(slope=0.9, intercept=-0.5, slope_se=0.08, intercept_se=0.4, residual_sd=0.5, n=125,
+                          score_mean=4.969, score_sxx=39.0625, pearson_r=0.89, model_identity=MODEL.identity,
+                          source="125 rated photos", created_at=datetime(2024, 1, 1, tzinfo=timezone.utc))
 
 
 @pytest.fixture(scope="module")
@@ -228,17 +231,19 @@ def test_prediction_interval_matches_ols_textbook_formula() -> None:
     rating = 0.8 * s - 0.3 + rng.normal(0, 0.4, s.size)
     fit = stats.linregress(s, rating)
     sd = math.sqrt(np.sum((rating - fit.intercept - fit.slope * s) ** 2) / (s.size - 2))
-    calibration = Calibration(fit.slope, fit.intercept, fit.stderr, fit.intercept_stderr, sd, s.size,
-                              datetime(2024, 1, 1, tzinfo=timezone.utc), "synthetic", score_mean=float(s.mean()))
-    s0 = 6.5
     sxx = np.sum((s - s.mean()) ** 2)
+    calibration = Calibration(fit.slope, fit.intercept, fit.stderr, fit.intercept_stderr, sd, s.size,
+                              float(s.mean()), float(sxx), fit.rvalue, "sha256:model", "synthetic",
+                              datetime(2024, 1, 1, tzinfo=timezone.utc))
+    s0 = 6.5
     half = stats.t.ppf(0.975, s.size - 2) * sd * math.sqrt(1 + 1 / s.size + (s0 - s.mean()) ** 2 / sxx)
-    rating0 = rc.calibrated_rating(calibration, s0)
+    rating0 = calibrated_rating(calibration, s0)
     assert rating0.value == pytest.approx(fit.intercept + fit.slope * s0)
     assert (rating0.low, rating0.high) == pytest.approx((rating0.value - half, rating0.value + half))
-    fallback = rc.calibrated_rating(replace(calibration, score_mean=None), s0)
-    assert fallback.value == pytest.approx(rating0.value)
-    assert fallback.high - fallback.low >= rating0.high - rating0.low  # conservative without the mean
+    # The same as sqrt(σ² + σ²/n + (s − mean)²·se(slope)²), the form the report used before.
+    var_fit = sd**2 / s.size + (s0 - s.mean()) ** 2 * fit.stderr**2
+    half_se = stats.t.ppf(0.975, s.size - 2) * math.sqrt(sd**2 + var_fit)
+    assert rating0.high - rating0.value == pytest.approx(half_se, rel=1e-12)
 
 
 def test_formatting() -> None:
@@ -268,7 +273,11 @@ def test_validation_names_the_field_but_not_patient_values(normal_input, images)
     with pytest.raises(ValueError, match="images are required"):
         replace(normal_input, images=None)
     with pytest.raises(ValueError, match="erosion_order"):
-        ReportScore("pse", "ycbcr+erosion", "mouth_nose", True, None, 1.0)
+        ScoreVariant("pse", "ycbcr+erosion", "mouth_nose", True, None)
+    with pytest.raises(ValueError, match="differs from the primary variant's score"):
+        replace(normal_input, scores=(VariantScore(PRIMARY_VARIANT, 1.0),))
+    with pytest.raises(ValueError, match="calibration was fitted for another model"):
+        replace(normal_input, calibration=replace(CALIBRATION, model_identity="sha256:other"))
     with pytest.raises(ValueError, match="n must be"):
         replace(CALIBRATION, n=2)
     with pytest.raises(ValueError) as error:

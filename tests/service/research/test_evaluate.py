@@ -12,10 +12,10 @@ from PIL import Image
 from scipy import stats as scipy_stats
 
 from pipeline.appraise import AppraisalSettings
-from pipeline.compare.heatmaps import ErosionOrder
 from pipeline.models.bundle import load_bundle
 from pipeline.normalize.adaptation import AdaptationSettings
 from pipeline.normalize.inversion import InversionSettings
+from pipeline.vocabulary import ErosionOrder, ScoreVariant
 from service.cli.main import main
 from service.research.evaluate import DONE_MARKER, EvaluationInputError, appraise_photos, read_ratings, run_evaluation
 from service.runtime.model_store import make_demo_bundle
@@ -129,8 +129,7 @@ def test_table1_statistics_match_scipy_on_the_cached_scores(store, photos, evalu
     run, ratings, out = evaluated
     assert len(run.rows) == VARIANTS_BOTH_ORDERS and run.scored == 4 and run.computed == 4
     for row in run.rows:
-        values = [next(s["score"] for s in o.record["scores"] if (s["method"], s["processing"], s["region"],
-                                                                    s["adaptation"], s["erosion_order"] or "") == row.key)
+        values = [next(s["score"] for s in o.record["scores"] if ScoreVariant.from_dict(s) == row.key)
                   for o in run.outcomes]
         assert row.summary.pearson_r == pytest.approx(scipy_stats.pearsonr([6, 5, 3, 4], values)[0], abs=1e-12)
         assert row.summary.spearman_rho == pytest.approx(scipy_stats.spearmanr([6, 5, 3, 4], values)[0], abs=1e-12)

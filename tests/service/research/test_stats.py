@@ -1,4 +1,7 @@
-"""Correlation statistics against scipy and hand computations; bootstrap properties; ICC against Shrout & Fleiss."""
+"""Correlation statistics against hand computations; bootstrap properties; ICC against Shrout & Fleiss.
+
+The module calls scipy.stats (pearsonr, spearmanr, bootstrap); the oracles here are written
+out (a percentile bootstrap over the same index draws, r from its definition)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ import pytest
 from scipy import stats as scipy_stats
 
 from service.research.stats import (
-    average_ranks,
     bootstrap_pearson_ci,
     correlation_summary,
     icc_two_way_random,
@@ -27,23 +29,26 @@ def _sample(n: int, seed: int, noise: float = 0.5) -> tuple[np.ndarray, np.ndarr
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_pearson_and_spearman_match_scipy(seed):
+def test_pearson_and_spearman_match_their_definitions(seed):
     x, y = _sample(25, seed)
-    assert pearson_r(x, y) == pytest.approx(scipy_stats.pearsonr(x, y)[0], abs=1e-12)
-    assert spearman_rho(x, y) == pytest.approx(scipy_stats.spearmanr(x, y)[0], abs=1e-12)
+    dx, dy = x - x.mean(), y - y.mean()
+    assert pearson_r(x, y) == pytest.approx(dx @ dy / math.sqrt((dx @ dx) * (dy @ dy)), abs=1e-12)
+    rank_x, rank_y = np.argsort(np.argsort(x)) + 1.0, np.argsort(np.argsort(y)) + 1.0  # no ties here
+    assert spearman_rho(x, y) == pytest.approx(1 - 6 * np.sum((rank_x - rank_y) ** 2) / (25 * (25**2 - 1)), abs=1e-12)
 
 
 def test_spearman_with_ties_matches_scipy():
     x = np.array([1, 2, 2, 3, 3, 3, 4, 5, 5, 7], dtype=float)
     y = np.array([2, 1, 4, 3, 3, 6, 5, 5, 8, 7], dtype=float)
-    assert spearman_rho(x, y) == pytest.approx(scipy_stats.spearmanr(x, y)[0], abs=1e-12)
-    np.testing.assert_allclose(average_ranks(x), scipy_stats.rankdata(x))
+    assert spearman_rho(x, y) == pytest.approx(pearson_r(scipy_stats.rankdata(x), scipy_stats.rankdata(y)), abs=1e-12)
 
 
 def test_degenerate_samples_give_nan_and_bad_shapes_raise():
     assert math.isnan(pearson_r([1, 1, 1], [1, 2, 3]))
     assert math.isnan(spearman_rho([1, 2, 3], [4, 4, 4]))
     assert math.isnan(pearson_r([1.0], [2.0]))
+    assert math.isnan(pearson_r([0.1, 0.1, 0.1], [1, 2, 3]))  # mean of equal values need not equal them exactly
+    assert pearson_r([1, 2], [2, 1]) == -1.0
     with pytest.raises(ValueError):
         pearson_r([1, 2, 3], [1, 2])
     with pytest.raises(ValueError):
@@ -57,6 +62,11 @@ def test_bootstrap_matches_a_hand_written_percentile_bootstrap():
     replicates = [scipy_stats.pearsonr(x[i], y[i])[0] for i in indices]
     assert used == 300
     assert (low, high) == pytest.approx(tuple(np.percentile(replicates, [2.5, 97.5])), abs=1e-12)
+    # With no degenerate resample the interval is scipy's own percentile interval.
+    interval = scipy_stats.bootstrap((x, y), lambda a, b, axis: scipy_stats.pearsonr(a, b, axis=axis).statistic,
+                                     paired=True, vectorized=True, n_resamples=300, method="percentile",
+                                     rng=np.random.default_rng(7)).confidence_interval
+    assert (low, high) == pytest.approx((interval.low, interval.high), abs=1e-12)
 
 
 def test_bootstrap_is_deterministic_contains_r_and_narrows_with_n():
@@ -78,11 +88,14 @@ def test_bootstrap_is_deterministic_contains_r_and_narrows_with_n():
 
 def test_bootstrap_skips_constant_resamples_and_refuses_tiny_samples():
     # Two distinct x values: some resamples draw only one of them and have no r.
-    x = np.array([0.0, 0.0, 0.0, 1.0])
+    x = np.array([0.1, 0.1, 0.1, 1.0])  # 3 × 0.1 has a mean that is not exactly 0.1
     y = np.array([0.1, 0.2, 0.0, 1.0])
     low, high, used = bootstrap_pearson_ci(x, y, np.random.default_rng(0), n_boot=500)
     indices = np.random.default_rng(0).integers(0, 4, size=(500, 4))
-    assert used == sum(len(set(x[i])) > 1 for i in indices) < 500
+    valid = [i for i in indices if len(set(x[i])) > 1 and len(set(y[i])) > 1]
+    assert used == len(valid) < 500
+    replicates = [scipy_stats.pearsonr(x[i], y[i])[0] for i in valid]
+    assert (low, high) == pytest.approx(tuple(np.percentile(replicates, [2.5, 97.5])), abs=1e-12)
     assert -1 <= low <= high <= 1
     assert all(math.isnan(v) for v in bootstrap_pearson_ci([1, 2], [2, 1], np.random.default_rng(0))[:2])
     with pytest.raises(TypeError):
