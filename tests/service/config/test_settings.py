@@ -118,8 +118,8 @@ BAD_SETTINGS = [
      "CLEFTSCORE_DESTINATIONS: destination 'PACS@pacs.example' has no numeric port (AE@host:port)"),
     ("CLEFTSCORE_DESTINATIONS", "PACS:104", "CLEFTSCORE_DESTINATIONS: destination 'PACS:104' is not of the form AE@host:port"),
     ("CLEFTSCORE_DESTINATIONS", "A_TITLE_LONGER_THAN_16@h:104",
-     "CLEFTSCORE_DESTINATIONS: destination 'A_TITLE_LONGER_THAN_16@h:104': AE title 'A_TITLE_LONGER_THAN_16' is longer "
-     "than 16 characters"),
+     ("CLEFTSCORE_DESTINATIONS: destination 'A_TITLE_LONGER_THAN_16@h:104': AE title 'A_TITLE_LONGER_THAN_16' is longer "
+      "than 16 characters")),
     ("CLEFTSCORE_DESTINATIONS", "PACS@h:0", "CLEFTSCORE_DESTINATIONS: destination 'PACS@h:0': the port must be 1-65535, got 0"),
     ("CLEFTSCORE_DESTINATIONS", "PACS@h:70000",
      "CLEFTSCORE_DESTINATIONS: destination 'PACS@h:70000': the port must be 1-65535, got 70000"),
@@ -166,12 +166,12 @@ def test_cleftscore_config_refuses_with_one_line_and_exit_2(name, value, message
 
 def test_cleftscore_config_as_a_process_prints_no_traceback(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "CLEFTSCORE_DATA_DIR": str(tmp_path), "CLEFTSCORE_JOB_MAX_ATTEMPTS": "0"}
-    result = subprocess.run(CLI + ["config"], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(CLI + ["config"], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2
     assert result.stderr == "cleftscore: CLEFTSCORE_JOB_MAX_ATTEMPTS: must be at least 1, got 0\n"
     env.update(CLEFTSCORE_JOB_MAX_ATTEMPTS="1", CLEFTSCORE_DESTINATIONS="PACS@[::1]:104",
                CLEFTSCORE_DATABASE_URL="postgresql+psycopg2://svc:s3cret@db/cleft")
-    result = subprocess.run(CLI + ["config"], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(CLI + ["config"], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     view = json.loads(result.stdout)
     assert view["destinations"] == ["PACS@[::1]:104"] and "s3cret" not in result.stdout
