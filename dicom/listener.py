@@ -57,6 +57,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
+from db.timeutil import utc_now
 from dicom.network import ListenerConfig, TLSServerSettings, peer_is_allowed
 
 __all__ = [  # ListenerConfig and TLSServerSettings live in dicom.network; re-exported here
@@ -368,16 +369,12 @@ class DicomListener:
         self.stop()
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 def build_listener(
     config: ListenerConfig,
     store: PhotoStore,
     on_photo: Callable[[ReceivedPhoto], None],
     *,
-    clock: Callable[[], dt.datetime] = _utc_now,
+    clock: Callable[[], dt.datetime] = utc_now,
 ) -> DicomListener:
     """Configure an AE for photo intake; nothing listens until ``start()``."""
     if not isinstance(config, ListenerConfig):

@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import re
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_UID_ROOT = re.compile(r"([0-9]+\.)+")
-
-
-def validate_ae_title(value: object, *, what: str = "AE title") -> str:
-    """Return ``value`` stripped if it is a valid AE title (1–16 printable ASCII, no backslash).
-
-    Raises TypeError/ValueError naming ``what`` and the value otherwise.
-    """
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, got {type(value).__name__}: {value!r}")
-    title = value.strip(" ")
-    if not title:
-        raise ValueError(f"{what} is empty: {value!r}")
-    if len(title) > 16:
-        raise ValueError(f"{what} {title!r} is longer than 16 characters")
-    if any(not (0x20 <= ord(ch) < 0x7F) or ch == "\\" for ch in title):
-        raise ValueError(f"{what} {title!r} contains a control, non-ASCII or backslash character")
-    return title
+from dicom.addresses import validate_ae_title
+from dicom.uids import validate_uid_root
 
 
 @dataclass(frozen=True)
@@ -185,9 +168,5 @@ class ListenerConfig:
             raise ValueError(f"maximum_associations must be a positive int, got {self.maximum_associations!r}")
         if self.local_timezone is not None and not isinstance(self.local_timezone, dt.tzinfo):
             raise TypeError(f"local_timezone must be a datetime.tzinfo, got {self.local_timezone!r}")
-        if self.own_uid_root is not None and (
-            not isinstance(self.own_uid_root, str)
-            or not self.own_uid_root.endswith(".")
-            or _UID_ROOT.fullmatch(self.own_uid_root) is None
-        ):
-            raise ValueError(f"own_uid_root must be digits and dots ending in '.', got {self.own_uid_root!r}")
+        if self.own_uid_root is not None:
+            validate_uid_root(self.own_uid_root)

@@ -21,7 +21,6 @@ the marker is prefixed when the caller's text lacks it.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
 import re
 from dataclasses import dataclass
@@ -34,17 +33,12 @@ from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from dicom.photo import timezone_offset
 from dicom.storage import sanitise_uid
+from dicom.uids import DEFAULT_UID_ROOT, derive_uid, new_uid, validate_uid_root
 from pipeline.vocabulary import NON_CLINICAL_LABEL_ASCII
-
-#: Our UID root. PLACEHOLDER: a sub-arc of the Medical Connections free UID
-#: service (1.2.826.0.1.3680043), not registered to us. Replace it with the
-#: organisation's registered root (or a 2.25.<UUID> root) before clinical use;
-#: it is a parameter everywhere, so configuration can supply the real one.
-DEFAULT_UID_ROOT = "1.2.826.0.1.3680043.10.1234."
 
 ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 
@@ -55,35 +49,6 @@ NON_CLINICAL_MARKER = NON_CLINICAL_LABEL_ASCII
 REPORT_CONCEPT_NAME = codes.LN.DiagnosticImagingReport
 
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
-_MIN_UID_SUFFIX_DIGITS = 20
-
-
-# ------------------------------------------------------------------------------ UIDs
-
-
-def validate_uid_root(root: str) -> str:
-    """Return ``root`` (ending in '.') if it is a UID prefix leaving room for 20+ more digits."""
-    if not isinstance(root, str) or not root.endswith("."):
-        raise ValueError(f"UID root must be a str ending in '.', got {root!r}")
-    sanitise_uid(root[:-1], what="UID root")
-    if len(root) > 64 - _MIN_UID_SUFFIX_DIGITS:
-        raise ValueError(f"UID root {root!r} is too long ({len(root)} chars; max {64 - _MIN_UID_SUFFIX_DIGITS})")
-    return root
-
-
-def derive_uid(root: str, *parts: str) -> str:
-    """A deterministic UID under ``root`` from the SHA-256 of ``parts`` (same parts, same UID)."""
-    root = validate_uid_root(root)
-    if not parts or not all(isinstance(p, str) for p in parts):
-        raise TypeError(f"parts must be one or more str, got {parts!r}")
-    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
-    digits = str(int.from_bytes(digest, "big"))  # no leading zero
-    return root + digits[: 64 - len(root)]
-
-
-def new_uid(root: str) -> str:
-    """A fresh random UID under ``root``."""
-    return str(generate_uid(prefix=validate_uid_root(root)))
 
 
 # ------------------------------------------------------------------------- identity

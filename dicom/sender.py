@@ -7,9 +7,7 @@ queue, whose state lives in SQL) can record it and retry with backoff.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,60 +15,12 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, build_context
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS, code_to_category
 
-from dicom.network import TLSClientSettings, validate_ae_title
+from dicom.addresses import Destination, validate_ae_title
+from dicom.network import TLSClientSettings
 
 LOGGER = logging.getLogger(__name__)
-
-#: C-STORE warning statuses: the object was stored (with coercion or discarded elements).
-_WARNING_STATUSES = frozenset({0x0001, 0xB000, 0xB006, 0xB007})
-
-_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
-
-
-@dataclass(frozen=True)
-class Destination:
-    """A C-STORE SCP: called AE title, host name or IP address, TCP port."""
-
-    ae_title: str
-    host: str
-    port: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title, what="destination AE title"))
-        if not isinstance(self.host, str) or not _is_host(self.host):
-            raise ValueError(f"destination host {self.host!r} is not a host name or IP address")
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
-            raise ValueError(f"destination port must be an int in 1..65535, got {self.port!r}")
-
-    @classmethod
-    def parse(cls, text: str) -> Destination:
-        """Parse ``"AE@host:port"``; IPv6 hosts in brackets: ``"AE@[::1]:104"``."""
-        if not isinstance(text, str):
-            raise TypeError(f"destination must be a str, got {type(text).__name__}")
-        ae_title, sep, address = text.strip().rpartition("@")
-        if not sep:
-            raise ValueError(f"destination {text!r} is not of the form AE@host:port")
-        host, sep, port_text = address.rpartition(":")
-        if not sep or not port_text.isdigit():
-            raise ValueError(f"destination {text!r} has no numeric port (AE@host:port)")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        elif ":" in host:
-            raise ValueError(f"destination {text!r}: put an IPv6 address in brackets, AE@[::1]:104")
-        return cls(ae_title=ae_title, host=host, port=int(port_text))
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.ae_title}@{host}:{self.port}"
-
-
-def _is_host(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return _HOSTNAME.fullmatch(host) is not None
 
 
 @dataclass(frozen=True)
@@ -91,8 +41,8 @@ def send_file(
 ) -> SendOutcome:
     """C-STORE the DICOM file at ``path`` to ``destination`` over one association.
 
-    Success means status 0x0000 or a C-STORE warning (0xB000, 0xB006, 0xB007):
-    the peer stored the object. ``timeout`` (seconds) bounds connecting, ACSE,
+    Success means a status in pynetdicom's Success or Warning category (0x0000;
+    0xB000, 0xB006, 0xB007 and the other warnings): the peer stored the object. ``timeout`` (seconds) bounds connecting, ACSE,
     DIMSE and network waits each.
 
     Raises:
@@ -153,12 +103,13 @@ def send_file(
         if response is None or "Status" not in response:
             return SendOutcome(False, None, f"no valid C-STORE response from {destination} (timeout or abort)")
         status = int(response.Status)
-        comment = str(response.get("ErrorComment", "") or "")
-        if status == 0x0000:
+        category = code_to_category(status)
+        if category == STATUS_SUCCESS:
             return SendOutcome(True, status, f"stored by {destination}")
-        if status in _WARNING_STATUSES:
-            return SendOutcome(True, status, f"stored by {destination} with warning 0x{status:04X} {comment}".rstrip())
-        return SendOutcome(False, status, f"{destination} refused with 0x{status:04X} {comment}".rstrip())
+        detail = _status_detail(status, str(response.get("ErrorComment", "") or ""))
+        if category == STATUS_WARNING:
+            return SendOutcome(True, status, f"stored by {destination} with warning {detail}")
+        return SendOutcome(False, status, f"{destination} refused with {detail}")
     except Exception as exc:  # network, TLS, encoding: report, never raise
         LOGGER.warning("sending %s to %s failed: %s", path, destination, exc)
         return SendOutcome(False, None, f"sending to {destination} failed: {type(exc).__name__}: {exc}")
@@ -167,20 +118,18 @@ def send_file(
             assoc.release()
 
 
-_REJECT_REASONS = {
-    (0x01, 0x02): "application context not supported",
-    (0x01, 0x03): "calling AE title not recognised",
-    (0x01, 0x07): "called AE title not recognised",
-    (0x02, 0x02): "protocol version not supported",
-    (0x03, 0x01): "temporary congestion",
-    (0x03, 0x02): "local limit exceeded",
-}
-
-
 def _reject_reason(assoc) -> str:
+    """``": called AE title not recognised"``: pynetdicom's wording of the A-ASSOCIATE-RJ reason."""
     primitive = assoc.acceptor.primitive
-    source, diagnostic = getattr(primitive, "result_source", None), getattr(primitive, "diagnostic", None)
-    if source is None or diagnostic is None:
+    if getattr(primitive, "result_source", None) is None or getattr(primitive, "diagnostic", None) is None:
         return ""
-    reason = _REJECT_REASONS.get((int(source), int(diagnostic)), "no reason given")
-    return f": {reason}"
+    reason = primitive.reason_str
+    return f": {reason[:1].lower()}{reason[1:]}"
+
+
+def _status_detail(status: int, comment: str) -> str:
+    """``0xA700 (Refused: Out of Resources) comment``: the code, pynetdicom's Storage
+    Service Class meaning when it knows one, and the peer's Error Comment."""
+    known = STORAGE_SERVICE_CLASS_STATUS.get(status)
+    meaning = f" ({known[1]})" if known and known[1] else ""
+    return f"0x{status:04X}{meaning} {comment}".rstrip()

@@ -8,7 +8,6 @@ scatter plots of paper Fig. 11, the heatmap gallery).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,15 @@ import numpy as np
 import typer
 
 from pipeline.vocabulary import PRIMARY_VARIANT, HeatmapMethod, Processing, ScoreVariant, ascii_text
+from service.cli.options import (
+    AdaptOption,
+    BundleOption,
+    DemoOption,
+    DeviceOption,
+    StepsOption,
+    StoreOption,
+    appraisal_config,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from service.research.evaluate import EvaluationRun, PhotoOutcome, Table1Row
@@ -28,45 +36,20 @@ def register(app: typer.Typer) -> None:
     app.command("simulate")(simulate_command)
 
 
-BundleOption = Annotated[str | None, typer.Option("--bundle", help="Installed model bundle (default: $CLEFTSCORE_BUNDLE).")]
-DemoOption = Annotated[bool, typer.Option("--demo", help="Use the demo bundle (made if missing); outputs are labelled non-clinical.")]
-StepsOption = Annotated[int | None, typer.Option("--steps", help="Inversion steps (paper: 2000).")]
-AdaptOption = Annotated[int | None, typer.Option("--adapt-steps", help="Adaptation steps (paper: 50).")]
-DeviceOption = Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")]
-StoreOption = Annotated[Path | None, typer.Option("--store", help="Model store (default: $CLEFTSCORE_DATA_DIR/models).")]
-
-
 def _models_and_settings(bundle: str | None, demo: bool, store: Path | None, steps: int | None,
                          adapt_steps: int | None, device: str | None, both_orders: bool):
     """Load the bundle and build the appraisal settings (LPIPS heatmaps on; journal erosion order first)."""
-    from pipeline.appraise import AppraisalSettings
     from pipeline.compare.heatmaps import ErosionOrder
-    from pipeline.models.bundle import load_bundle
-    from pipeline.normalize.adaptation import AdaptationSettings
-    from pipeline.normalize.inversion import InversionSettings
     from service.cli.errors import UsageFailure
-    from service.cli.score import resolve_device
-    from service.config.settings import load_config
-    from service.runtime.model_store import DEMO_BUNDLE, bundle_path, make_demo_bundle
+    from service.config.appraisal import BOTH_EROSION_ORDERS, settings_from
+    from service.runtime.model_store import open_bundle
 
     if demo and bundle is not None:
         raise UsageFailure("Give either --bundle or --demo, not both.")
-    for option, value in (("--steps", steps), ("--adapt-steps", adapt_steps)):
-        if value is not None and value < 1:
-            raise UsageFailure(f"{option} must be at least 1, got {value}.")
-    config = load_config(os.environ)
-    root = store or config.models_dir
-    name = DEMO_BUNDLE if demo else (bundle or config.bundle)
-    if demo and not (root / DEMO_BUNDLE / "manifest.json").is_file():
-        make_demo_bundle(root)
-    chosen_device = resolve_device(device or config.device)
-    models = load_bundle(bundle_path(root, name), device=chosen_device)
-    orders = (ErosionOrder.DIFF_THEN_ERODE, ErosionOrder.ERODE_THEN_DIFF) if both_orders else (ErosionOrder.DIFF_THEN_ERODE,)
-    settings = AppraisalSettings(
-        inversion=InversionSettings(steps=steps if steps is not None else config.inversion_steps),
-        adaptation=AdaptationSettings(steps=adapt_steps if adapt_steps is not None else config.adaptation_steps),
-        erosion_orders=orders, lpips_heatmaps=True, device=chosen_device,
-    )
+    config = appraisal_config(bundle=bundle, demo=demo, steps=steps, adapt_steps=adapt_steps, device=device)
+    orders = BOTH_EROSION_ORDERS if both_orders else (ErosionOrder.DIFF_THEN_ERODE,)
+    settings = settings_from(config, erosion_orders=orders, lpips_heatmaps=True)
+    models = open_bundle(store or config.models_dir, config.bundle, demo=config.demo, device=settings.device)
     return models, settings
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from pipeline.vocabulary import PRIMARY_VARIANT
+from service.cli.options import (
+    AdaptOption,
+    BundleOption,
+    DemoOption,
+    DeviceOption,
+    StepsOption,
+    StoreOption,
+    appraisal_config,
+)
 from service.outputs import staged_output_dir, write_json, write_png
 
 
@@ -17,26 +24,16 @@ def register(app: typer.Typer) -> None:
     app.command("score")(score_command)
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise typer.BadParameter("CUDA was asked for but no CUDA device is available", param_hint="--device")
-    return device
-
-
 def score_command(
     photo: Annotated[Path, typer.Argument(help="Photo file (JPEG, PNG or TIFF).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (written only on success).")],
-    bundle: Annotated[str | None, typer.Option("--bundle", help="Installed model bundle (default: $CLEFTSCORE_BUNDLE).")] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Use the demo bundle (made if missing); outputs are labelled non-clinical.")] = False,
-    steps: Annotated[int | None, typer.Option("--steps", help="Inversion steps (paper: 2000).")] = None,
-    adapt_steps: Annotated[int | None, typer.Option("--adapt-steps", help="Adaptation steps (paper: 50).")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")] = None,
+    bundle: BundleOption = None,
+    demo: DemoOption = False,
+    steps: StepsOption = None,
+    adapt_steps: AdaptOption = None,
+    device: DeviceOption = None,
     lpips_heatmaps: Annotated[bool, typer.Option("--lpips-heatmaps/--no-lpips-heatmaps", help="Also score LPIPS maps.")] = True,
-    store: Annotated[Path | None, typer.Option("--store", help="Model store (default: $CLEFTSCORE_DATA_DIR/models).")] = None,
+    store: StoreOption = None,
 ) -> None:
     """Align the face, find its closest normal face (inversion + adaptation), and score every variant.
 
@@ -46,28 +43,16 @@ def score_command(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from pipeline.appraise import AppraisalSettings, appraise, scores_record
+    from pipeline.appraise import appraise, scores_record
     from pipeline.compare.annotate import heatmap_on_photo
     from pipeline.compare.render import heatmap_to_rgb
-    from pipeline.models.bundle import load_bundle
-    from pipeline.normalize.adaptation import AdaptationSettings
-    from pipeline.normalize.inversion import InversionSettings
     from pipeline.preprocess.photo_io import load_photo
-    from service.config.settings import load_config
-    from service.runtime.model_store import DEMO_BUNDLE, bundle_path, make_demo_bundle
+    from service.config.appraisal import settings_from
+    from service.runtime.model_store import open_bundle
 
-    config = load_config(os.environ)
-    root = store or config.models_dir
-    name = DEMO_BUNDLE if demo else (bundle or config.bundle)
-    if demo and not (root / DEMO_BUNDLE / "manifest.json").is_file():
-        make_demo_bundle(root)
-    models = load_bundle(bundle_path(root, name), device=resolve_device(device or config.device))
-    settings = AppraisalSettings(
-        inversion=InversionSettings(steps=steps if steps is not None else config.inversion_steps),
-        adaptation=AdaptationSettings(steps=adapt_steps if adapt_steps is not None else config.adaptation_steps),
-        lpips_heatmaps=lpips_heatmaps,
-        device=resolve_device(device or config.device),
-    )
+    config = appraisal_config(bundle=bundle, demo=demo, steps=steps, adapt_steps=adapt_steps, device=device)
+    settings = settings_from(config, lpips_heatmaps=lpips_heatmaps)
+    models = open_bundle(store or config.models_dir, config.bundle, demo=config.demo, device=settings.device)
     image = load_photo(photo)
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn())
@@ -79,7 +64,7 @@ def score_command(
                 tasks[step.stage] = bar.add_task(step.stage, total=step.total, loss=step.loss)
             bar.update(tasks[step.stage], completed=step.step, loss=step.loss)
 
-        result = appraise(image, models, replace(settings), progress=report)
+        result = appraise(image, models, settings, progress=report)
     pre = result.preprocessing
     with staged_output_dir(out) as staging:
         write_png(staging / "aligned.png", result.aligned)

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 def _config(**overrides):
     from service.config.settings import load_config
 
-    return load_config(os.environ, {k: v for k, v in overrides.items() if v is not None})
+    return load_config(os.environ, overrides, options={"demo": "--demo", "port": "--port", "data_dir": "--data-dir"})
 
 
 def serve_command(

@@ -1,76 +1,207 @@
-"""The service's one configuration: environment variables (and an optional JSON file),
-validated once at start-up.
+"""The service's one configuration: typed settings (pydantic-settings) from environment
+variables and an optional JSON file, validated once at start-up.
 
 Every setting has an environment variable ``CLEFTSCORE_<NAME>``; ``CLEFTSCORE_CONFIG_FILE``
 may name a JSON file with the same names in lower case (``{"port": 11112}``), which the
-environment overrides. Nothing here is read at import time: :func:`load_config` takes
-the environment as an argument.
+environment overrides; command-line options override both. Nothing here is read at import
+time and the class never looks at ``os.environ`` by itself: :func:`load_config` takes the
+environment as an argument. Every invalid value ends in one :class:`ConfigError` whose
+one-line message names the variable (or the file key, or the command-line option).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    JsonConfigSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from dicom.addresses import Destination, parse_destinations, validate_ae_title
+from dicom.network import TLSServerSettings, parse_network
+from dicom.uids import DEFAULT_UID_ROOT, validate_uid_root
+
 PREFIX = "CLEFTSCORE_"
-_AE = re.compile(r"^[ -~]{1,16}$")
-_UID_ROOT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.$")
+CONFIG_FILE_VARIABLE = PREFIX + "CONFIG_FILE"
+_BUNDLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names the variable."""
+    """A setting is missing or invalid; the one-line message names the variable."""
 
 
-@dataclass(frozen=True)
-class DestinationSetting:
-    ae_title: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.ae_title}@{self.host}:{self.port}"
+def check_bundle_name(name: str) -> str:
+    """A model bundle's name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit."""
+    if not isinstance(name, str) or not _BUNDLE_NAME.match(name):
+        raise ValueError(f"bundle name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    return name
 
 
-@dataclass(frozen=True)
-class ServiceConfig:
+# ------------------------------------------------------------------ value parsers (str from the environment,
+# ------------------------------------------------------------------ JSON values from the file, objects from code)
+
+
+def _as_value_error(function):
+    """Pydantic reports ValueError as a validation error but lets TypeError escape; make both one."""
+
+    def parse(value: Any) -> Any:
+        try:
+            return function(value)
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+
+    return parse
+
+
+def _items(value: Any) -> tuple[Any, ...]:
+    """A comma-separated string or a list, as a tuple of items."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise ValueError(f"must be a comma-separated string or a list, got {value!r}")
+
+
+def _ae_titles(value: Any) -> tuple[str, ...]:
+    return tuple(validate_ae_title(item, what="AE title") for item in _items(value))
+
+
+def _networks(value: Any) -> tuple[Network, ...]:
+    return tuple(parse_network(item) for item in _items(value))
+
+
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::)") from None
+    return value
+
+
+def _device(value: str) -> str:
+    if not _DEVICE.match(value):
+        raise ValueError(f"{value!r} must be auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _time_zone(value: str) -> str:
+    if value:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. Europe/Berlin)") from None
+    return value
+
+
+def _optional_path(value: Any) -> Any:
+    return None if value is None or str(value) == "" else value
+
+
+def _readable_file(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    path = path.resolve()
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} is not a readable file")
+    return path
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+AETitle = Annotated[str, AfterValidator(_as_value_error(lambda v: validate_ae_title(v, what="AE title")))]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class ServiceConfig(BaseSettings):
     """Validated settings (see :func:`load_config`); paths are absolute."""
 
-    ae_title: str = "CLEFTSCORE"
-    port: int = 11112
-    bind_address: str = "0.0.0.0"
-    data_dir: Path = Path("data")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, case_sensitive=False, frozen=True, extra="forbid",
+                                      validate_default=True)
+
+    ae_title: AETitle = "CLEFTSCORE"
+    port: Annotated[int, Field(ge=0, le=65535)] = 11112
+    bind_address: Annotated[str, AfterValidator(_ip_address)] = "0.0.0.0"
+    data_dir: Annotated[Path, AfterValidator(Path.resolve)] = Path("data")
     database_url: str = ""  # "" → sqlite file in data_dir
-    destinations: tuple[DestinationSetting, ...] = ()
-    allowed_aes: tuple[str, ...] = ()  # empty: any calling AE title
-    allowed_addresses: tuple[str, ...] = ()  # empty: any peer; else IPs or CIDR networks
-    inversion_steps: int = 2000
-    adaptation_steps: int = 50
+    destinations: Annotated[tuple[Destination, ...], NoDecode, PlainValidator(_as_value_error(parse_destinations))] = ()
+    allowed_aes: Annotated[tuple[str, ...], NoDecode, PlainValidator(_as_value_error(_ae_titles))] = ()  # (): any
+    #: Peers allowed to connect: IP addresses (as /32 or /128) or CIDR networks; (): any.
+    allowed_addresses: Annotated[tuple[Network, ...], NoDecode, PlainValidator(_as_value_error(_networks))] = ()
+    inversion_steps: Annotated[int, Field(ge=1)] = 2000
+    adaptation_steps: Annotated[int, Field(ge=1)] = 50
     #: Inversion schedule: "paper" (method.md 2a as published) or "fast" (pipeline.normalize.schedules).
-    mode: str = "paper"
-    device: str = "auto"
-    bundle: str = "default"
-    workers: int = 1
-    storage_reserve_mb: int = 1024
-    uid_root: str = "1.2.826.0.1.3680043.10.1187."
-    tls_certificate: Path | None = None
-    tls_private_key: Path | None = None
-    tls_client_ca: Path | None = None
-    send_max_attempts: int = 20
-    send_backoff_initial_s: float = 5.0
-    send_backoff_max_s: float = 600.0
-    job_max_attempts: int = 3
-    job_lease_s: float = 3600.0
-    log_level: str = "INFO"
+    mode: Annotated[Literal["paper", "fast"], BeforeValidator(_lower)] = "paper"
+    device: Annotated[str, BeforeValidator(_lower), AfterValidator(_device)] = "auto"
+    bundle: Annotated[str, AfterValidator(check_bundle_name)] = "default"
+    workers: Annotated[int, Field(ge=1)] = 1
+    storage_reserve_mb: Annotated[int, Field(ge=0)] = 1024
+    uid_root: Annotated[str, AfterValidator(_as_value_error(validate_uid_root))] = DEFAULT_UID_ROOT
+    tls_certificate: Annotated[Path | None, BeforeValidator(_optional_path), AfterValidator(_readable_file)] = None
+    tls_private_key: Annotated[Path | None, BeforeValidator(_optional_path), AfterValidator(_readable_file)] = None
+    tls_client_ca: Annotated[Path | None, BeforeValidator(_optional_path), AfterValidator(_readable_file)] = None
+    send_max_attempts: Annotated[int, Field(ge=1)] = 20
+    send_backoff_initial_s: Seconds = 5.0
+    send_backoff_max_s: Seconds = 600.0
+    job_max_attempts: Annotated[int, Field(ge=1)] = 3
+    job_lease_s: Seconds = 3600.0
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)] = "INFO"
     #: IANA zone for DICOM dates and times that carry no offset ("" = this machine's zone).
-    timezone: str = ""
-    demo: bool = field(default=False)
+    timezone: Annotated[str, AfterValidator(_time_zone)] = ""
+    demo: bool = False
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the values handed in: :func:`load_config` reads the file and the given environment."""
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _check_together(self) -> ServiceConfig:
+        if (self.tls_certificate is None) != (self.tls_private_key is None):
+            raise ValueError(f"{PREFIX}TLS_CERTIFICATE: TLS needs both {PREFIX}TLS_CERTIFICATE and "
+                             f"{PREFIX}TLS_PRIVATE_KEY")
+        if self.tls_client_ca is not None and self.tls_certificate is None:
+            raise ValueError(f"{PREFIX}TLS_CLIENT_CA: client certificates need server TLS (certificate and key) too")
+        if self.tls_certificate is not None:
+            self.tls_server()  # the files must load as a certificate and its key
+        if self.send_backoff_initial_s > self.send_backoff_max_s:
+            raise ValueError(f"{PREFIX}SEND_BACKOFF_INITIAL_S: {self.send_backoff_initial_s:g} is above "
+                             f"{PREFIX}SEND_BACKOFF_MAX_S ({self.send_backoff_max_s:g})")
+        return self
+
+    def tls_server(self) -> TLSServerSettings | None:
+        """The listener's TLS settings, or None without TLS."""
+        if self.tls_certificate is None or self.tls_private_key is None:
+            return None
+        try:
+            return TLSServerSettings(self.tls_certificate, self.tls_private_key, self.tls_client_ca)
+        except ValueError as error:
+            raise ValueError(f"{PREFIX}TLS_CERTIFICATE: {error}") from None
 
     def local_timezone(self) -> dt.tzinfo:
         if self.timezone:
@@ -96,15 +227,15 @@ class ServiceConfig:
     def public_view(self) -> dict[str, Any]:
         """Every setting for display, with passwords removed from URLs."""
         view: dict[str, Any] = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.name == "database_url":
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "database_url":
                 value = redact_url(self.effective_database_url)
             elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
                 value = [str(v) for v in value]
-            view[item.name] = value
+            view[name] = value
         return view
 
 
@@ -116,122 +247,86 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def parse_destination(text: str) -> DestinationSetting:
-    match = re.match(r"^([^@]{1,16})@(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})$", text.strip())
-    if not match:
-        raise ConfigError(f"destination {text!r} must look like AE@host:port")
-    ae, host, port = match.group(1), match.group(2).strip("[]"), int(match.group(3))
-    if not _AE.match(ae) or ae.strip() != ae or "\\" in ae:
-        raise ConfigError(f"destination AE title {ae!r} is not a valid AE title")
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"destination port {port} is out of range")
-    return DestinationSetting(ae, host, port)
+# ------------------------------------------------------------------------------------------------ loading
 
 
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
+class _GivenEnvironment(EnvSettingsSource):
+    """pydantic-settings' environment source over the mapping handed to :func:`load_config`
+    instead of ``os.environ`` (the same override pydantic-settings' own dotenv source makes)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._given = dict(environ)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {key.lower(): value for key, value in self._given.items()}  # names are not case-sensitive
 
 
-def _convert(name: str, raw: Any) -> Any:
-    """Turn one raw setting (string from the environment, or JSON value) into its type."""
-    env = PREFIX + name.upper()
-    text = raw if isinstance(raw, str) else None
+def _file_values(file_name: str) -> dict[str, Any]:
+    path = Path(file_name)
     try:
-        if name == "destinations":
-            items = _split(text) if text is not None else tuple(raw)
-            return tuple(parse_destination(item) for item in items)
-        if name in ("allowed_aes", "allowed_addresses"):
-            return _split(text) if text is not None else tuple(str(v) for v in raw)
-        if name in ("port", "inversion_steps", "adaptation_steps", "workers", "storage_reserve_mb",
-                    "send_max_attempts", "job_max_attempts"):
-            return int(raw)
-        if name in ("send_backoff_initial_s", "send_backoff_max_s", "job_lease_s"):
-            return float(raw)
-        if name in ("data_dir",):
-            return Path(raw)
-        if name.startswith("tls_"):
-            return Path(raw) if str(raw) else None
-        if name == "mode":
-            return str(raw).strip().lower()
-        if name == "demo":
-            return raw if isinstance(raw, bool) else str(raw).strip().lower() in ("1", "true", "yes", "on")
-        return str(raw)
-    except (TypeError, ValueError) as error:
-        if isinstance(error, ConfigError):
-            raise ConfigError(f"{env}: {error}") from None
-        raise ConfigError(f"{env}={raw!r} is not valid ({error})") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{CONFIG_FILE_VARIABLE}={file_name}: cannot be read ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{CONFIG_FILE_VARIABLE}={file_name}: must hold one JSON object, got {type(data).__name__}")
+    return JsonConfigSettingsSource(ServiceConfig, json_file=path)()
 
 
-def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> ServiceConfig:
-    """Build and validate the configuration from ``environ`` (pass ``os.environ``),
-    an optional JSON file named by ``CLEFTSCORE_CONFIG_FILE``, and ``overrides``
-    (command-line options), in increasing precedence."""
-    names = {item.name for item in fields(ServiceConfig)}
-    values: dict[str, Any] = {}
-    file_name = environ.get(PREFIX + "CONFIG_FILE")
-    if file_name:
-        try:
-            data = json.loads(Path(file_name).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ConfigError(f"{PREFIX}CONFIG_FILE={file_name}: cannot be read ({error})") from None
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{file_name}: unknown settings {unknown}")
-        values.update({key: _convert(key, value) for key, value in data.items()})
-    for name in names:
-        raw = environ.get(PREFIX + name.upper())
-        if raw is not None:
-            values[name] = _convert(name, raw)
-    for name, value in (overrides or {}).items():
-        if value is not None:
-            values[name] = value
-    config = ServiceConfig(**values)
-    config = _resolve_paths(config)
-    validate(config)
-    return config
+def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None, *,
+                options: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Build and validate the configuration from the JSON file named by ``CLEFTSCORE_CONFIG_FILE``,
+    ``environ`` (pass ``os.environ``) and ``overrides`` (command-line options, ``None`` = not given),
+    in increasing precedence.
+
+    ``options`` names the command-line option behind an override (``{"inversion_steps": "--steps"}``)
+    for error messages. Raises :class:`ConfigError` with one line naming every bad setting.
+    """
+    names = set(ServiceConfig.model_fields)
+    given = {name: value for name, value in (overrides or {}).items() if value is not None}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise TypeError(f"load_config got overrides for unknown settings {unknown}")
+    file_name = environ.get(CONFIG_FILE_VARIABLE) or ""
+    from_file = _file_values(file_name) if file_name else {}
+    from_environment = _GivenEnvironment(ServiceConfig, environ)()
+    values = {**from_file, **from_environment, **given}
+
+    def where(name: str) -> str:
+        if name in given:
+            return (options or {}).get(name) or f"command-line option {name}"
+        if name in from_environment or name not in from_file:
+            return PREFIX + name.upper()
+        return f"{file_name}: {name}"
+
+    try:
+        return ServiceConfig(**values)
+    except ValidationError as error:
+        raise ConfigError("; ".join(_describe(item, where) for item in error.errors())) from None
 
 
-def _resolve_paths(config: ServiceConfig) -> ServiceConfig:
-    changes = {item.name: getattr(config, item.name).resolve() for item in fields(config)
-               if isinstance(getattr(config, item.name), Path)}
-    return ServiceConfig(**{**{f.name: getattr(config, f.name) for f in fields(config)}, **changes})
-
-
-def validate(config: ServiceConfig) -> None:
-    def fail(name: str, message: str) -> None:
-        raise ConfigError(f"{PREFIX}{name.upper()}: {message}")
-
-    if not _AE.match(config.ae_title) or config.ae_title.strip() != config.ae_title or "\\" in config.ae_title:
-        fail("ae_title", f"{config.ae_title!r} must be 1-16 printable characters without edge spaces")
-    if not 0 <= config.port <= 65535:
-        fail("port", f"{config.port} is out of range")
-    if config.inversion_steps < 1:
-        fail("inversion_steps", f"must be at least 1, got {config.inversion_steps}")
-    if config.adaptation_steps < 0:
-        fail("adaptation_steps", f"must be at least 0, got {config.adaptation_steps}")
-    if config.mode not in ("paper", "fast"):
-        fail("mode", f"{config.mode!r} must be paper or fast")
-    if config.device not in ("auto", "cpu", "cuda") and not re.match(r"^cuda:\d+$", config.device):
-        fail("device", f"{config.device!r} must be auto, cpu, cuda or cuda:N")
-    if config.workers < 1:
-        fail("workers", f"must be at least 1, got {config.workers}")
-    if config.storage_reserve_mb < 0:
-        fail("storage_reserve_mb", f"must be at least 0, got {config.storage_reserve_mb}")
-    if not _UID_ROOT.match(config.uid_root) or len(config.uid_root) > 40:
-        fail("uid_root", f"{config.uid_root!r} must be a dotted numeric root ending in '.', at most 40 characters")
-    for ae in config.allowed_aes:
-        if not _AE.match(ae):
-            fail("allowed_aes", f"{ae!r} is not a valid AE title")
-    if (config.tls_certificate is None) != (config.tls_private_key is None):
-        fail("tls_certificate", "TLS needs both CLEFTSCORE_TLS_CERTIFICATE and CLEFTSCORE_TLS_PRIVATE_KEY")
-    if config.tls_client_ca is not None and config.tls_certificate is None:
-        fail("tls_client_ca", "client certificates need server TLS (certificate and key) too")
-    if config.timezone:
-        try:
-            ZoneInfo(config.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            fail("timezone", f"{config.timezone!r} is not an IANA time zone name (e.g. Europe/Berlin)")
-    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        fail("log_level", f"{config.log_level!r} must be DEBUG, INFO, WARNING or ERROR")
-    if config.send_backoff_initial_s <= 0 or config.send_backoff_max_s < config.send_backoff_initial_s:
-        fail("send_backoff_initial_s", "backoff must be positive and not above CLEFTSCORE_SEND_BACKOFF_MAX_S")
+def _describe(error: Mapping[str, Any], where) -> str:
+    """One setting's problem as ``CLEFTSCORE_NAME: what is wrong, got what``."""
+    kind, context, value = error["type"], error.get("ctx") or {}, error.get("input")
+    messages = {
+        "greater_than_equal": lambda: f"must be at least {context.get('ge'):g}, got {value}",
+        "greater_than": lambda: f"must be more than {context.get('gt'):g}, got {value}",
+        "less_than_equal": lambda: f"must be at most {context.get('le'):g}, got {value}",
+        "int_parsing": lambda: f"{value!r} is not a whole number",
+        "int_from_float": lambda: f"{value!r} is not a whole number",
+        "int_type": lambda: f"{value!r} is not a whole number",
+        "float_parsing": lambda: f"{value!r} is not a number",
+        "float_type": lambda: f"{value!r} is not a number",
+        "finite_number": lambda: f"{value!r} is not a finite number",
+        "bool_parsing": lambda: f"{value!r} is not a yes/no value (1/0, true/false, yes/no, on/off)",
+        "bool_type": lambda: f"{value!r} is not a yes/no value (1/0, true/false, yes/no, on/off)",
+        "literal_error": lambda: f"{value!r} must be {context.get('expected')}",
+        "string_type": lambda: f"{value!r} is not text",
+        "extra_forbidden": lambda: "is not a setting",
+        "value_error": lambda: str(context.get("error", error["msg"])),
+    }
+    text = messages.get(kind, lambda: f"{error['msg']} (got {value!r})")()
+    location = error.get("loc") or ()
+    if not location:  # a check across settings names its variables itself
+        return text
+    return f"{where(str(location[0]))}: {text}"

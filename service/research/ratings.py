@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,8 +12,10 @@ import pydicom
 
 from db.records import AppraisalStatus, Calibration, ResultKind
 from db.repository import Repository
+from db.timeutil import utc_now
 from pipeline.errors import PipelineError
 from pipeline.hashing import file_sha256
+from service.config.settings import load_config
 from service.research.calibration import RatingRow, fit_calibration
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
@@ -61,17 +63,17 @@ def scores_for_rows(repository: Repository, rows: Sequence[RatingRow], base: Pat
 
 
 def _scorer(bundle: str | None, demo: bool):
-    import os
-
-    from pipeline.appraise import AppraisalSettings, appraise
+    """Score photo files as every appraising command does: the configuration (with ``--bundle``/``--demo``
+    on top), its appraisal settings and its bundle."""
+    from pipeline.appraise import appraise
     from pipeline.preprocess.photo_io import load_photo
-    from service.config.settings import load_config
-    from service.runtime.app import appraisal_settings, load_service_bundle, resolve_device
+    from service.config.appraisal import settings_from
+    from service.runtime.model_store import open_bundle
 
-    config = load_config(os.environ, {"demo": demo or None, "bundle": bundle})
-    device = resolve_device(config)
-    models = load_service_bundle(config, device)
-    settings: AppraisalSettings = appraisal_settings(config, device)
+    config = load_config(os.environ, {"demo": True if demo else None, "bundle": bundle},
+                         options={"demo": "--demo", "bundle": "--bundle"})
+    settings = settings_from(config)
+    models = open_bundle(config.models_dir, config.bundle, demo=config.demo, device=settings.device)
 
     def score(path: Path) -> tuple[float, str]:
         result = appraise(load_photo(path), models, settings)
@@ -84,7 +86,7 @@ def fit_and_save(repository: Repository, scored: Sequence[ScoredRating], source:
     """Fit the calibration on the rated photos (all of one model) and store it; returns it and its id."""
     calibration = fit_calibration(
         [s.score for s in scored], [s.rating for s in scored], model_identity=scored[0].model_identity,
-        source=Path(source).name, created_at=dt.datetime.now(dt.timezone.utc),
+        source=Path(source).name, created_at=utc_now(),
         provenance={"source_sha256": file_sha256(source),
                     "rows": [{"photo": s.photo, "rating": s.rating, "score": s.score} for s in scored]},
     )

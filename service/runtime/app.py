@@ -6,7 +6,6 @@ Wiring only: every part takes its dependencies here, from one validated
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 import os
@@ -15,62 +14,19 @@ import threading
 from dataclasses import dataclass, field
 
 from db.sql import SqlRepository
+from db.timeutil import utc_now
 from dicom.listener import DicomListener, build_listener
-from dicom.network import ListenerConfig, TLSServerSettings
+from dicom.network import ListenerConfig
 from dicom.storage import DicomFileStore
-from pipeline.appraise import AppraisalSettings
-from pipeline.errors import ModelError
-from pipeline.models.bundle import ModelBundle, load_bundle
-from pipeline.normalize.adaptation import AdaptationSettings
-from pipeline.normalize.inversion import InversionSettings
-from pipeline.normalize.schedules import NormalizationMode
+from service.config.appraisal import settings_from
 from service.config.settings import ServiceConfig
 from service.runtime.database import open_repository
 from service.runtime.delivery import ResultSender
 from service.runtime.intake import make_photo_recorder
-from service.runtime.model_store import DEMO_BUNDLE, bundle_path, make_demo_bundle
+from service.runtime.model_store import open_bundle
 from service.runtime.worker import AppraisalWorker
 
 LOG = logging.getLogger("cleftscore.app")
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def load_service_bundle(config: ServiceConfig, device: str) -> ModelBundle:
-    """The configured bundle; with ``demo`` the demo bundle (made when missing)."""
-    if config.demo:
-        if not (config.models_dir / DEMO_BUNDLE / "manifest.json").is_file():
-            make_demo_bundle(config.models_dir)
-        return load_bundle(config.models_dir / DEMO_BUNDLE, device=device)
-    try:
-        folder = bundle_path(config.models_dir, config.bundle)
-    except ModelError:
-        raise ModelError(
-            f"No clinical model bundle named {config.bundle!r} is installed in {config.models_dir}. Install one with "
-            "`cleftscore models install --generator ffhq.pkl --lpips-backbone vgg16-397923af.pth --name "
-            f"{config.bundle}`, or run `cleftscore serve --demo` for a demonstration (non-clinical)."
-        ) from None
-    bundle = load_bundle(folder, device=device)
-    return bundle
-
-
-def appraisal_settings(config: ServiceConfig, device: str) -> AppraisalSettings:
-    return AppraisalSettings(
-        inversion=InversionSettings(steps=config.inversion_steps),
-        adaptation=AdaptationSettings(steps=config.adaptation_steps),
-        device=device,
-        mode=NormalizationMode(config.mode),
-    )
-
-
-def resolve_device(config: ServiceConfig) -> str:
-    import torch
-
-    if config.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return config.device
 
 
 @dataclass
@@ -97,23 +53,21 @@ class Service:
 
 
 def start_service(config: ServiceConfig) -> Service:
-    """Open the database, load the models, start listener, workers and sender."""
+    """Load the models, open the database, start listener, workers and sender."""
     from service.reports.assemble import make_report_pdf
 
-    device = resolve_device(config)
-    bundle = load_service_bundle(config, device)
+    settings = settings_from(config)
+    device = settings.device
+    bundle = open_bundle(config.models_dir, config.bundle, demo=config.demo, device=device)
     repository = open_repository(config)
     for folder in (config.store_dir, config.results_dir):
         folder.mkdir(parents=True, exist_ok=True)
     incoming = DicomFileStore(config.store_dir, reserve_bytes=config.storage_reserve_mb * 1024 * 1024)
     results = DicomFileStore(config.results_dir, reserve_bytes=0)
-    tls = None
-    if config.tls_certificate is not None:
-        tls = TLSServerSettings(config.tls_certificate, config.tls_private_key, config.tls_client_ca)
     listener_config = ListenerConfig(
         ae_title=config.ae_title, port=config.port, bind_address=config.bind_address,
         allowed_calling_ae_titles=frozenset(config.allowed_aes) or None,
-        allowed_peer_networks=tuple(config.allowed_addresses) or None, tls=tls, own_uid_root=config.uid_root,
+        allowed_peer_networks=config.allowed_addresses or None, tls=config.tls_server(), own_uid_root=config.uid_root,
         local_timezone=config.local_timezone(),
     )
     listener = build_listener(listener_config, incoming, make_photo_recorder(repository))
@@ -124,7 +78,7 @@ def start_service(config: ServiceConfig) -> Service:
     for index in range(config.workers):
         worker = AppraisalWorker(
             worker_id=f"{host}:{os.getpid()}:worker{index}", repository=repository, bundle=bundle,
-            settings=appraisal_settings(config, device), result_store=results, destinations=destinations,
+            settings=settings, result_store=results, destinations=destinations,
             uid_root=config.uid_root, make_pdf=functools.partial(make_report_pdf, repository, local_timezone=config.local_timezone()),
             lease_s=config.job_lease_s, clock=utc_now,
         )
@@ -136,7 +90,7 @@ def start_service(config: ServiceConfig) -> Service:
     for thread in threads:
         thread.start()
     LOG.info("service started", extra={
-        "ae_title": config.ae_title, "port": listener.port, "workers": config.workers, "device": device,
+        "ae_title": config.ae_title, "port": listener.port, "workers": config.workers, "device": device, "mode": config.mode,
         "bundle": bundle.identity.name, "model_identity": bundle.identity.identity,
         "non_clinical": bundle.identity.non_clinical, "destinations": ",".join(destinations),
     })

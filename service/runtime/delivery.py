@@ -14,7 +14,9 @@ import threading
 from collections.abc import Callable
 
 from db.repository import Repository
-from dicom.sender import Destination, TLSClientSettings, send_file
+from dicom.addresses import Destination
+from dicom.network import TLSClientSettings
+from dicom.sender import send_file
 
 LOG = logging.getLogger("cleftscore.sender")
 

@@ -8,7 +8,6 @@ folder, are checked (SHA-256, strict loading), and only then become a bundle.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import shutil
@@ -18,12 +17,21 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from db.timeutil import utc_now
 from pipeline.errors import ModelError
 from pipeline.hashing import file_sha256
-from pipeline.models.bundle import MANIFEST, MANIFEST_FORMAT, bundle_identity, read_manifest, verify_bundle
+from pipeline.models.bundle import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    ModelBundle,
+    bundle_identity,
+    load_bundle,
+    read_manifest,
+    verify_bundle,
+)
+from service.config.settings import check_bundle_name
 
 DEMO_BUNDLE = "demo"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TORCHVISION_NAME = re.compile(r"^[a-z0-9_]+-([0-9a-f]{8})\.pth$")
 #: SHA-256 prefixes of torchvision's released ImageNet backbones.
 OFFICIAL_BACKBONE_PREFIXES = {"vgg": "397923af", "alex": "7be5be79"}
@@ -41,9 +49,11 @@ class BundleSummary:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ValueError(f"bundle name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
-    return name
+    """``name`` if it may name a bundle (the configuration's rule); ModelError otherwise."""
+    try:
+        return check_bundle_name(name)
+    except ValueError as error:
+        raise ModelError(f"The {error}.") from None
 
 
 def fetch_to(source: str, target: Path) -> None:
@@ -134,7 +144,7 @@ def install_bundle(store: Path, name: str, generator: str, lpips_backbone: str |
         non_clinical = demo or not official
         manifest = {
             "format": MANIFEST_FORMAT, "name": name, "description": description,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": utc_now().isoformat(timespec="seconds"),
             "non_clinical": non_clinical,
             "identity": bundle_identity(gen_entry["sha256"], lpips_net, lpips_entry["sha256"], lpips_entry["heads_sha256"]),
             "generator": gen_entry, "lpips": lpips_entry,
@@ -179,3 +189,21 @@ def bundle_path(store: Path, name: str) -> Path:
     if not (folder / MANIFEST).is_file():
         raise ModelError(f"No model bundle named {name} is installed in {store}.")
     return folder
+
+
+def open_bundle(store: Path, name: str, *, demo: bool, device: str) -> ModelBundle:
+    """The bundle every appraising command uses, loaded on ``device``: with ``demo`` the demo
+    bundle (made in ``store`` when missing), else the installed bundle ``name``."""
+    if demo:
+        if not (Path(store) / DEMO_BUNDLE / MANIFEST).is_file():
+            make_demo_bundle(store)
+        return load_bundle(Path(store) / DEMO_BUNDLE, device=device)
+    try:
+        folder = bundle_path(store, name)
+    except ModelError:
+        raise ModelError(
+            f"No clinical model bundle named {name!r} is installed in {store}. Install one with "
+            "`cleftscore models install --generator ffhq.pkl --lpips-backbone vgg16-397923af.pth --name "
+            f"{name}`, or use --demo for a demonstration (non-clinical)."
+        ) from None
+    return load_bundle(folder, device=device)

@@ -24,10 +24,10 @@ from dicom.results import (
     ResultSeries,
     build_encapsulated_pdf,
     build_overlay_secondary_capture,
-    derive_uid,
     encode_part10,
 )
 from dicom.storage import DicomFileStore
+from dicom.uids import derive_uid
 from pipeline.models.bundle import ModelIdentity
 
 LOG = logging.getLogger("cleftscore.results")

@@ -20,8 +20,8 @@ from pipeline.normalize.inversion import InversionSettings, InversionStart, comp
 from pipeline.normalize.perceptual import load_lpips
 from pipeline.normalize.schedules import FastSchedule, NormalizationMode, invert_fast, invert_in_mode, score_agreement
 from pipeline.preprocess.photo_io import load_photo
+from service.config.appraisal import settings_from
 from service.config.settings import ConfigError, load_config
-from service.runtime.app import appraisal_settings
 from service.runtime.model_store import make_demo_bundle
 
 TINY = AppraisalSettings(inversion=InversionSettings(steps=20, w_avg_samples=300), adaptation=AdaptationSettings(steps=4),
@@ -222,7 +222,7 @@ def test_fast_and_paper_scores_agree_on_tiny_settings(bundle, faces_dir, grace_h
 def test_service_mode_setting(tmp_path):
     assert load_config({}).mode == "paper"
     config = load_config({"CLEFTSCORE_MODE": "FAST"})
-    assert config.mode == "fast" and appraisal_settings(config, "cpu").mode is NormalizationMode.FAST
-    assert appraisal_settings(load_config({}), "cpu").mode is NormalizationMode.PAPER
+    assert config.mode == "fast" and settings_from(config).mode is NormalizationMode.FAST
+    assert settings_from(load_config({})).mode is NormalizationMode.PAPER
     with pytest.raises(ConfigError, match="CLEFTSCORE_MODE"):
         load_config({"CLEFTSCORE_MODE": "turbo"})

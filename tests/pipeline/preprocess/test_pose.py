@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import NotFrontalError
-from pipeline.preprocess.pose import HeadPose, PoseLimits, check_frontal, estimate_pose
 from pipeline.preprocess import pose as pose_module
+from pipeline.preprocess.pose import HeadPose, PoseLimits, check_frontal, estimate_pose
 
 
 def project_model(yaw: float, pitch: float, roll: float, distance: float = 600.0) -> np.ndarray:
