@@ -251,7 +251,7 @@ class InMemoryRepository:
                              now: datetime | None = None) -> ResultObject:
         now = as_utc(result.created_at if now is None else now, "now")
         for destination in destinations:
-            rules.parse_destination(destination)
+            rules.check_destination(destination)
         with self._lock:
             self.get_appraisal(result.appraisal_id)
             if any(r.sop_instance_uid == result.sop_instance_uid for r in self._results.values()):
@@ -273,7 +273,7 @@ class InMemoryRepository:
     # --- transfers ------------------------------------------------------------------------------
     def enqueue_transfer(self, result_object_id: int, destination: str, *,
                          now: datetime | None = None) -> Transfer:
-        rules.parse_destination(destination)
+        rules.check_destination(destination)
         now = self._now(now)
         with self._lock:
             self.get_result_object(result_object_id)

@@ -22,7 +22,6 @@ from db.records import FailureRecord, TimelineEntry
 LEASE_EXPIRED_CODE = "lease_expired"
 MAX_ERROR_MESSAGE_CHARS = 300
 _ERROR_CODE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
 _EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
 
 
@@ -108,20 +107,18 @@ def one_line_message(message: str) -> str:
     return text
 
 
-def parse_destination(destination: str) -> tuple[str, str, int]:
-    """Split "AE@host:port" into (AE title, host, port); raise ValueError naming the bad part."""
-    if not isinstance(destination, str) or "@" not in destination:
-        raise ValueError(f"destination must look like AE@host:port, got {destination!r}")
-    ae_title, _, address = destination.partition("@")
-    host, sep, port_text = address.rpartition(":")
-    if not _AE_TITLE.match(ae_title) or ae_title.strip() != ae_title or not ae_title:
-        raise ValueError(f"destination AE title must be 1-16 printable characters without "
-                         f"surrounding spaces, got {ae_title!r}")
-    if not sep or not host or any(c.isspace() for c in host):
-        raise ValueError(f"destination host is missing or malformed in {destination!r}")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"destination port must be 1-65535, got {port_text!r}")
-    return ae_title, host, int(port_text)
+def check_destination(destination: str) -> str:
+    """A transfer's destination as stored: a non-empty single line of at most 200 characters.
+
+    The repository stores the destination the service names; what it means (an
+    ``AE@host:port`` address, parsed by :mod:`dicom.addresses`) is not the database's business.
+    """
+    if not isinstance(destination, str) or not destination.strip():
+        raise ValueError(f"destination must be a non-empty string, got {destination!r}")
+    if destination != destination.strip() or any(c in destination for c in "\r\n\t") or len(destination) > 200:
+        raise ValueError(f"destination must be one line of at most 200 characters without edge spaces, "
+                         f"got {destination!r}")
+    return destination
 
 
 def timeline_sort_key(entry: TimelineEntry) -> tuple:

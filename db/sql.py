@@ -296,7 +296,7 @@ class SqlRepository:
                              now: datetime | None = None) -> ResultObject:
         now = as_utc(result.created_at if now is None else now, "now")
         for destination in destinations:
-            rules.parse_destination(destination)
+            rules.check_destination(destination)
         try:
             with self._session(write=True) as s:
                 self._load(s, m.AppraisalRow, result.appraisal_id, "appraisal")
@@ -336,7 +336,7 @@ class SqlRepository:
 
     def enqueue_transfer(self, result_object_id: int, destination: str, *,
                          now: datetime | None = None) -> Transfer:
-        rules.parse_destination(destination)
+        rules.check_destination(destination)
         now = self._now(now)
 
         def attempt() -> Transfer:

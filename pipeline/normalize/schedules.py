@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+import scipy.stats
 import torch
 
 from pipeline.normalize.engine import EXACT, PerformanceSettings
@@ -125,9 +126,8 @@ def score_agreement(reference: Sequence[float], candidate: Sequence[float]) -> S
         raise ValueError(f"need two equally long 1-D score lists with >= 2 entries, got shapes {a.shape} and {b.shape}")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
         raise ValueError("scores must be finite")
-    da, db = a - a.mean(), b - b.mean()
-    spread = math.sqrt(float(np.sum(da * da)) * float(np.sum(db * db)))
-    r = float(np.sum(da * db)) / spread if spread > 0 else float("nan")
+    constant = bool(np.all(a == a[0]) or np.all(b == b[0]))
+    r = float("nan") if constant else float(scipy.stats.pearsonr(a, b).statistic)
     difference = np.abs(a - b)
     return ScoreAgreement(count=int(a.size), pearson_r=r, max_abs_difference=float(difference.max()),
                           mean_abs_difference=float(difference.mean()))

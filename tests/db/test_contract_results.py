@@ -105,8 +105,8 @@ def test_result_object_queues_its_transfers_atomically(repo):
     saved = scored(repo, "1.1")
     new = NewResultObject(saved.id, ResultKind.SECONDARY_CAPTURE, "2.25.1", "2.25.100",
                           "/data/out/sc.dcm", at(10))
-    with pytest.raises(ValueError, match="port"):
-        repo.record_result_object(new, [PACS, "BAD@host:0"])
+    with pytest.raises(ValueError, match="destination"):
+        repo.record_result_object(new, [PACS, "BAD@host:104\nX@h:1"])
     assert repo.result_objects_for(saved.id) == []
     result = repo.record_result_object(new, [PACS, VIEWER, PACS])
     assert repo.get_result_object(result.id) == result
