@@ -4,6 +4,7 @@ cannot listen on (IPv6 ``::1``), answering each C-STORE with a chosen status. No
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,3 +56,13 @@ def storage_scp(ae_title: str = "STORE", host: str = "::1") -> Iterator[StorageS
         yield scp
     finally:
         server.shutdown()
+
+
+def ipv6_loopback_available() -> bool:
+    """Whether this machine can listen on ``::1``."""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -11,19 +9,9 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 from dicom.addresses import Destination, parse_destinations, validate_ae_title
 from dicom.sender import send_file
-from tests.dicom.scp import storage_scp
+from tests.dicom.scp import ipv6_loopback_available, storage_scp
 
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as sock:
-            sock.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+needs_ipv6 = pytest.mark.skipif(not ipv6_loopback_available(), reason="this machine has no IPv6 loopback (::1)")
 
 
 @pytest.mark.parametrize(("text", "expected", "written"), [

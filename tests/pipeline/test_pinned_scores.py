@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline.appraise import AppraisalSettings, appraise
 from pipeline.compare.heatmaps import ErosionOrder
@@ -62,12 +61,6 @@ def pinned() -> dict:
     return json.loads(PINNED.read_text())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the pinning run; reductions split by thread count
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Fixtures of the normalisation tests (inversion, adaptation, schedules, engine):
-the shared StyleGAN2-ADA fixture, LPIPS on a random AlexNet, one torch thread."""
+the shared StyleGAN2-ADA fixture and LPIPS on a random AlexNet."""
 
 from __future__ import annotations
 
@@ -10,15 +10,6 @@ import torch
 
 from pipeline.models.stylegan2 import load_generator
 from pipeline.normalize.perceptual import LpipsModel, load_lpips
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors: one intra-op thread is as fast idle and far faster on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

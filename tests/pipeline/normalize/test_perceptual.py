@@ -25,13 +25,6 @@ from pipeline.normalize.perceptual import (
 ALEX_SLICE_OF_LAYER = {"0": 1, "3": 2, "6": 3, "8": 4, "10": 5}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny tensors: one intra-op thread is as fast idle and far faster on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -4,29 +4,18 @@ SCP: dcmtk's storescp does not listen on IPv6) and appraises in the configured m
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 
 import pydicom
 import pytest
 
-from tests.dicom.scp import storage_scp
+from tests.dicom.scp import ipv6_loopback_available, storage_scp
 from tests.service.harness import DCMTK_TOOLS, demo_bundle, img2dcm, running_service, storescu
-
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as sock:
-            sock.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(any(shutil.which(t) is None for t in DCMTK_TOOLS), reason=f"needs {', '.join(DCMTK_TOOLS)}"),
-    pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)"),
+    pytest.mark.skipif(not ipv6_loopback_available(), reason="this machine has no IPv6 loopback (::1)"),
 ]
 
 
