@@ -12,8 +12,9 @@ Per case: mean squared difference to the recipe in the aligned image's central h
 Laplacian energy there (mean squared 4-neighbour Laplacian, all channels) over the recipe's.
 
 ``--memory`` also measures, each in a fresh process, the peak memory of aligning synthetic 50 MP
-photos at 1024²: the growth of the peak resident set over the resident set before the call (Linux) and
-the peak of numpy allocations (tracemalloc). Prints tables and writes JSON under benchmarks/results/.
+photos at 1024² (ours, the baseline's and the recipe oracle's): the growth of the peak resident set
+over the resident set before the call (Linux), and the peak of numpy's allocations (tracemalloc).
+Prints tables and writes JSON under benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from tests.pipeline.preprocess.ffhq_recipe import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+THIS_CHECKOUT = "this checkout"
 PHOTOS = ("obama", "biden", "two_people", "astronaut", "grace_hopper")
 
 
@@ -92,7 +94,7 @@ def fidelity_rows(photos: list[str], sizes: list[int], scales: list[float], base
                 row = {
                     "photo": name, "output_size": size, "quad_over_output": scale,
                     "photo_size": [int(scaled.shape[1]), int(scaled.shape[0])],
-                    "shrink": int(np.floor(recipe_quad(points)[1] / size * 0.5)),
+                    "shrink": max(int(np.floor(recipe_quad(points)[1] / size * 0.5)), 1),  # 1: none
                     "mse_central": round(central_mse(ours, reference), 3),
                     "laplacian_ratio": round(laplacian_energy(ours) / laplacian_energy(reference), 3),
                     "seconds": round(ours_s, 3), "recipe_seconds": round(recipe_s, 3),
@@ -151,18 +153,21 @@ def memory_cases(directory: Path) -> dict[str, tuple[Path, Path]]:
     return paths
 
 
-def probe_memory(photo_path: str, points_path: str, size: int, revision: str | None) -> dict:
+def probe_memory(photo_path: str, points_path: str, size: int, code: str) -> dict:
     """In this (fresh) process: the peak memory of one ``align_face`` call beyond the loaded photo.
 
     Linux's peak resident set (VmHWM) is reset just before the call by writing 5 to /proc/self/clear_refs.
     """
-    module = load_align_at(revision) if revision else align
+    if code == "recipe":
+        function = recipe_align
+    else:
+        function = (align if code == THIS_CHECKOUT else load_align_at(code)).align_face
     image, points = np.load(photo_path), np.load(points_path)
     Path("/proc/self/clear_refs").write_text("5")
     before = status_kib("VmRSS")
     tracemalloc.start()
     start = time.perf_counter()
-    module.align_face(image, points, size)
+    function(image, points, size)
     seconds = time.perf_counter() - start
     _, traced_peak = tracemalloc.get_traced_memory()
     peak = status_kib("VmHWM")
@@ -182,11 +187,11 @@ def memory_rows(size: int, baseline: str | None) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as directory:
         for label, (photo_path, points_path) in memory_cases(Path(directory)).items():
-            for revision in ([None, baseline] if baseline else [None]):
+            for code in [THIS_CHECKOUT] + ([baseline] if baseline else []) + ["recipe"]:
                 command = [sys.executable, "-m", "benchmarks.alignment_fidelity", "--probe", str(photo_path),
-                           str(points_path), str(size)] + (["--baseline", revision] if revision else [])
+                           str(points_path), str(size), code]
                 result = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
-                row = {"case": label, "code": revision or "this checkout", "output_size": size}
+                row = {"case": label, "code": code, "output_size": size}
                 row |= json.loads(result.stdout)
                 rows.append(row)
                 print(f"{label:>28} {row['code']:>14}: photo {row['photo_mb']} MB, peak RSS growth "
@@ -202,10 +207,10 @@ def main() -> None:
     parser.add_argument("--photos", nargs="+", default=list(PHOTOS), choices=PHOTOS)
     parser.add_argument("--baseline", help="git revision whose align_face is measured too")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory on 50 MP photos at 1024²")
-    parser.add_argument("--probe", nargs=3, metavar=("PHOTO_NPY", "POINTS_NPY", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--probe", nargs=4, metavar=("PHOTO_NPY", "POINTS_NPY", "SIZE", "CODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.probe:
-        print(json.dumps(probe_memory(args.probe[0], args.probe[1], int(args.probe[2]), args.baseline)))
+        print(json.dumps(probe_memory(args.probe[0], args.probe[1], int(args.probe[2]), args.probe[3])))
         return
 
     baseline = load_align_at(args.baseline) if args.baseline else None

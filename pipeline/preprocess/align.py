@@ -1,42 +1,45 @@
-"""FFHQ face alignment, numerically as FFHQ's preparation did it, with the transform kept for drawing maps back.
+"""FFHQ face alignment, numerically as FFHQ's preparation recipe, with the transform kept for drawing maps back.
 
 The generator was trained on FFHQ, whose faces were aligned by an oriented square ("quad") derived
-from the eye and mouth landmarks (method.md section 1; NVlabs' ffhq-dataset ``recreate_aligned_images``).
-We follow that recipe step by step, in its order:
+from the eye and mouth landmarks (method.md section 1) by NVlabs' ffhq-dataset ``recreate_aligned_images``.
+We follow that recipe step by step, in its order (S: output size):
 
 1. Quad: from the 68 landmarks (:func:`ffhq_quad`), side ``qsize``.
-2. Shrink: ``shrink = ⌊qsize / S / 2⌋``; if above 1, the photo is resized by ``1/shrink`` (sizes
-   rounded) with PIL's Lanczos filter and the quad is divided by ``shrink``.
+2. Shrink: ``shrink = ⌊qsize / S / 2⌋``; above 1, the photo is resized by ``1/shrink`` (sizes rounded)
+   with PIL's Lanczos filter and the quad and qsize are divided by ``shrink``.
 3. Crop: the quad's bounding box grown by ``border = max(round(0.1·qsize), 3)``, clipped to the photo.
-4. Pad: if the quad plus border leaves the crop by more than ``border − 4`` on some side, every side
-   is reflect-padded by at least ``round(0.3·qsize)``; the padding is blended towards a Gaussian blur
-   (σ = 2 % of the quad) and then towards the padded image's median colour, with weights growing
-   with the distance from the photo's edge; rounded to uint8.
-5. Resample: the quad is warped bilinearly to a ``T×T`` square, ``T = 4·S`` (supersampling), and
-   resized to ``S×S`` with PIL's Lanczos filter (low-pass), so nothing aliases.
+4. Pad: if the quad plus border leaves the crop by more than ``border − 4`` pixels on some side, all
+   four sides are reflect-padded by at least ``round(0.3·qsize)``; the image is blended towards its
+   Gaussian blur (σ = 0.02·qsize) with weight clip(3·mask + 1) and then towards the padded image's
+   median colour with weight clip(mask), mask growing from 0 at the photo's edge to 1 at the padded
+   image's edge; rounded to uint8.
+5. Resample: the quad is warped bilinearly to a T×T square, truncated to uint8 as PIL's sampler does,
+   and resized to S×S with PIL's Lanczos filter: supersampled, then low-passed, so nothing aliases.
 
-Exactly as the recipe: the quad, the shrink (including its quad/shrink coordinate convention, which
-puts the sampled square 0.5·(shrink − 1) photo pixels right of and below the nominal quad; the
-transform records the square actually sampled), the crop, the padding amounts and mask, the median,
-the rounding points, the bilinear warp and both Lanczos filters (PIL's, the ones the recipe used).
-Different, to bound memory and time:
+Exactly as the recipe: the quad, the shrink (including its ``quad / shrink`` convention, which samples
+a square up to one shrunk pixel, under half an output pixel, from the nominal quad; ``transform`` records
+the square actually sampled), the crop, the padding amounts, mask, weights and median, the rounding
+points, and PIL's Lanczos filters. Different, each measured against an independent implementation of
+the recipe (tests/pipeline/preprocess/ffhq_recipe.py, benchmarks/alignment_fidelity.py):
 
-* The photo is cropped before it is shrunk (only the crop plus the Lanczos filter's reach is resized,
-  through PIL's ``box``), which gives the recipe's shrunk crop without resizing the whole photo.
-* The Gaussian blur of the padding is computed on a grid decimated so σ is 8 cells when σ ≥ 16 px
-  (:func:`_gaussian_blur`); it differs from scipy's exact filter by ≤ 0.11 grey levels (rms 0.01).
-* ``T = 4·S`` instead of a fixed 4096 (equal at the clinical S = 1024): the shrink keeps the quad below
-  4·S pixels, so the bilinear stage never decimates, and the cost scales with S² instead of 4096²
-  for the demo's 64² and 256² outputs. Against the recipe's 4096 at S = 256 the mean squared
-  difference in the image's central half is ≤ 0.1 (8-bit²) (benchmarks/alignment_fidelity.py).
-* The warp is OpenCV's bilinear ``warpAffine`` (1/32-pixel weights) instead of PIL's QUAD transform,
-  and the T×T square is warped and Lanczos-resized in strips of rows, so memory stays bounded for
-  any S.
+* The photo is cropped before it is shrunk: PIL resizes only the crop plus the filter's reach, its
+  ``box`` placing the samples where the whole photo's resize puts them (±1 grey level in under 0.02 %
+  of the pixels), so a 50 MP photo is never resized whole.
+* The blur is computed on a grid of ⌊σ/8⌋-pixel cells when σ ≥ 16 (:func:`_blurred_cells`), within
+  0.15 grey levels of scipy's exact filter, and only the bands where a weight is positive are blended.
+* T = 4·S instead of a fixed 4096 (the same at the clinical S = 1024). The shrink keeps the quad below
+  4·S pixels, so with T = 4·S the bilinear stage never decimates and the Lanczos stage always reduces
+  by 4, the ratios FFHQ's 1024² faces were made with, at a cost growing with S² (a fixed 4096 would
+  warp 16.8 Mpx for a 64² face). Against the recipe's 4096 at 256² and 64² this adds 0.1–0.17 (8-bit²)
+  to the mean squared difference (0.02–0.04 with T = 4096), about uint8 rounding noise (1/12).
+* The warp is OpenCV's bilinear ``warpAffine`` (positions to 1/32 pixel) in strips of rows instead of
+  PIL's QUAD transform in one piece, so memory stays bounded for any S.
 
-Measured against an independent implementation of the recipe (tests/pipeline/preprocess/test_align_recipe.py)
-on five real photos with the quad 0.8–4× the output: mean squared difference in the central half
-≤ 0.6 (8-bit²), Laplacian energy 0.98–1.02× the recipe's. The peak extra memory for a 50 MP photo at
-S = 1024 is about 0.4 GB (benchmarks/alignment_fidelity.py --memory).
+Measured on five real photos with the quad 0.8–4× the output (upscaled ones with grain): mean squared
+difference to the recipe in the central half 0.04–0.07 (8-bit²) at 1024², 0.12–0.24 at 256² and 64²;
+Laplacian energy 0.996–1.008× the recipe's. The single bilinear warp used before differed by 0.57–107
+with 1.0–8.2× the Laplacian energy. Peak memory beyond a 50 MP photo at 1024²: 0.16 GB with the quad
+inside the photo, 0.5 GB for a 3.9·S quad leaving it (the worst case; the recipe as written: 2.8 GB).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Real photos rescaled so the face's quad is 0.8–4× the output; upscaled ones get fixed-seed grain
 (see ``face_at_scale``), so aliasing would show. Limits: mean squared difference to the recipe in the
 central half ≤ 3.5 (8-bit²), Laplacian energy there 0.9–1.15× the recipe's. The code before this
-alignment followed the recipe's geometry but not its resampling: 0.5–107 and 0.9–2.9× on these cases
+alignment followed the recipe's geometry but not its resampling: 0.57–107 and 1.0–8.2× on these cases
 (benchmarks/alignment_fidelity.py --baseline 28541f3).
 """
 
