@@ -1,10 +1,18 @@
 """Pin the paper-mode (and fast-mode) scores of the method, so a refactor can show it changed nothing.
 
 Run from the repository root: ``.venv/bin/python -m tests.pin_scores tests/data/pinned_scores.json``.
-The file in tests/data was written by this script at commit 18ee6b6 (main before the
-layout of issue "1/7"), on the 2-core x86-64 CI machine, with one torch thread. Later
-commits adapted the imports and calls only; tests/pipeline/test_pinned_scores.py compares today's
-code with it.
+History of tests/data/pinned_scores.json (each written by this script on the 2-core x86-64
+CI machine, one torch thread):
+
+* first at commit 18ee6b6, before the layout and one-loop refactor of issue "1/7". The
+  refactored code reproduced it (paper mode and the fixture case bit for bit; fast mode within
+  1.2e-3, because FAST had run the old batch engine's forms), shown by
+  tests/pipeline/test_pinned_scores.py at the merge of that work;
+* again after the alignment of issue "3/7" started to follow the FFHQ recipe: every aligned
+  image, and so every demo score, changed (paper-mode primary score obama −0.5261 → −0.5235,
+  biden −0.7379 → −0.6617); the fixture case, which does not align, did not.
+
+tests/pipeline/test_pinned_scores.py compares today's code with the file.
 
 Cases: the deterministic demo bundle at 64² (seed 0) on two real photos, in paper and
 fast mode, both erosion orders; and the shared StyleGAN2-ADA fixture (32²) with LPIPS on a
@@ -14,6 +22,7 @@ random AlexNet backbone, inverting and adapting a generated face.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,8 +40,9 @@ from pipeline.normalize.perceptual import load_lpips
 from pipeline.normalize.schedules import NormalizationMode
 from pipeline.preprocess.photo_io import load_photo
 from service.runtime.model_store import make_demo_bundle
+from tests.conftest import shared_dir
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+SHARED = shared_dir()
 PHOTOS = ("obama.jpg", "biden.jpg")
 
 
@@ -77,12 +87,18 @@ def fixture_case() -> dict:
     }
 
 
+def _revision() -> str:
+    """The checkout's commit (``-dirty`` when files differ from it)."""
+    done = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent)
+    return done.stdout.strip() or "an unknown revision"
+
+
 def main(path: str) -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as store:
         record = {"demo_64": demo_cases(Path(store)), "sg2ada_tiny32": fixture_case(),
-                  "produced_by": "python -m tests.pin_scores at commit 18ee6b6, torch "
-                                 f"{torch.__version__}, 1 thread"}
+                  "produced_by": f"python -m tests.pin_scores at {_revision()}, torch {torch.__version__}, 1 thread"}
     Path(path).write_text(json.dumps(record, indent=1) + "\n")
 
 
