@@ -46,7 +46,14 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from dicom.photo import timezone_offset
 from dicom.storage import sanitise_uid
-from dicom.text import VR_MAX_CHARS, clean_text, declared_character_set, read_text, result_character_set
+from dicom.text import (
+    VR_MAX_CHARS,
+    clean_person_name,
+    clean_text,
+    declared_character_set,
+    read_text,
+    result_character_set,
+)
 from dicom.uids import DEFAULT_UID_ROOT, derive_uid, new_uid, validate_uid_root
 from pipeline.vocabulary import NON_CLINICAL_LABEL_ASCII
 
@@ -353,8 +360,7 @@ def _safe_items(source: Dataset, terms: tuple[str, ...], *, depth: int, fell_bac
             parts = value.text.split("\\")
             if vr in _ASCII_VRS:
                 parts = ["".join(c for c in part if " " <= c <= "~") for part in parts]
-            limit = VR_MAX_CHARS[vr] * (3 if vr == "PN" else 1) + (2 if vr == "PN" else 0)
-            parts = [clean_text(part, limit) for part in parts]
+            parts = [clean_person_name(part) if vr == "PN" else clean_text(part, VR_MAX_CHARS[vr]) for part in parts]
             copy.add(DataElement(tag, vr, parts[0] if len(parts) == 1 else parts))
         elif vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
             continue  # binary data is not patient or study text; results do not need it

@@ -114,6 +114,12 @@ def clean_text(text: str, max_chars: int | None = None, *, ellipsis: str = "") -
     return kept
 
 
+def clean_person_name(text: str) -> str:
+    """A PN value cleaned, at most three component groups of at most 64 characters each."""
+    groups = clean_text(text).split("=")[:3]
+    return "=".join(group[: VR_MAX_CHARS["PN"]] for group in groups)
+
+
 def has_control_characters(text: str) -> bool:
     """True when ``text`` holds a control character other than trailing NUL/space padding."""
     return any(unicodedata.category(c) == "Cc" for c in str(text).rstrip("\x00 "))
@@ -139,10 +145,10 @@ def _decode(raw: bytes, terms: tuple[str, ...], vr: str) -> tuple[str, str | Non
     raw = raw.rstrip(b"\x00 ")
     if not raw:
         return "", None
-    shown = "\\".join(terms)
+    shown = clean_text("\\".join(terms), 64)
+    if raw.isascii() and _ESC not in raw:
+        return raw.decode("ascii"), None  # plain ASCII reads the same in every DICOM character set
     if not terms:
-        if raw.isascii():
-            return raw.decode("ascii"), None
         return _fallback(raw, "the photo declares no character set (0008,0005) but its text is not plain ASCII")
     if not character_set_is_known(terms):
         return _fallback(raw, f"the photo's character set (0008,0005) {shown!r} is not a known DICOM character set")
