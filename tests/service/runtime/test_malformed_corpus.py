@@ -117,10 +117,10 @@ def test_representative_slice_is_scored_and_answered(tmp_path_factory, faces_dir
                     photo = repository.find_photo(case.affected_uid)
                     if photo is None:
                         continue
-                    jobs = [a for a in repository.appraisals_for_photo(photo.id)]
-                    if not jobs:
+                    if not repository.appraisals_for_photo(photo.id):
                         return False
-                return repository.queue_counts().queued == 0 and repository.queue_counts().running == 0
+                jobs = repository.queue_counts().jobs
+                return jobs[JobState.QUEUED] == 0 and jobs[JobState.RUNNING] == 0
 
         wait_until(finished, 900, "every accepted case's job to finish", service.describe, interval=2)
         problems = []
