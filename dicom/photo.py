@@ -100,7 +100,7 @@ def _read_whole(path: Path | str) -> Dataset:
     try:
         return dcmread(path)
     except Exception as exc:
-        raise PhotoDecodeError("The stored photo is not a readable DICOM file.", detail=f"{type(exc).__name__}") from exc
+        raise PhotoDecodeError("The stored photo is not a readable DICOM file.", type(exc).__name__) from exc
 
 
 def _to_rgb(frame: np.ndarray, header: Dataset, interpretation: str, samples: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     JPEG2000,
+    UID,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -32,7 +33,6 @@ from pydicom.uid import (
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
-    UID,
 )
 
 from dicom.codestream import CodestreamError, StreamKind, encapsulated_fragments, first_frame, inspect_stream

@@ -39,9 +39,9 @@ from pydicom import dcmwrite
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicom.photo import timezone_offset

@@ -35,8 +35,8 @@ from pipeline.compare.render import display_vmax
 from pipeline.errors import PipelineError
 from pipeline.models.bundle import ModelBundle
 from pipeline.vocabulary import PRIMARY_VARIANT
-from service.reports.fallback import build_minimal_report_pdf
 from service.reports.advice import ADVICE, RETAKE
+from service.reports.fallback import build_minimal_report_pdf
 from service.reports.request import ReportRequest
 from service.runtime.burn_in import compose_secondary_capture
 from service.runtime.results import build_results, file_results

@@ -383,7 +383,8 @@ def byte_damage(b: Builder) -> list[Case]:
                 data[b.rng.randrange(len(data))] ^= 1 << b.rng.randrange(8)
         elif mode == "length":
             offset, tag, header, length = b.rng.choice(elements)
-            new = b.rng.choice([0, 1, (length + 1) % 0xFFFF, (length * 2 + 2) % 0xFFFF, 0xFFFF if header == 8 else 0xFFFFFFFE,
+            new = b.rng.choice([0, 1, (length + 1) % 0xFFFF, (length * 2 + 2) % 0xFFFF,
+                                0xFFFF if header == 8 else 0xFFFFFFFE,
                                 b.rng.randrange(0, 1 << (16 if header == 8 else 24))])
             start = offset + (8 if header == 12 else 6)
             packed = struct.pack("<I", new) if header == 12 else struct.pack("<H", new)

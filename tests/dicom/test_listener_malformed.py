@@ -57,7 +57,8 @@ def test_explicit_length_encapsulated_pixel_data_is_refused(listener, corpus) ->
     case = next(c for c in corpus if c.name.startswith("fragments/explicit-length"))
     scu = RawStoreSCU(listener.port, [(case.sop_class, case.transfer_syntax)])
     try:
-        assert scu.store(case.data, case.sop_class, case.transfer_syntax, case.affected_uid) == STATUS_BAD_PIXEL_ENCODING
+        status = scu.store(case.data, case.sop_class, case.transfer_syntax, case.affected_uid)
+        assert status == STATUS_BAD_PIXEL_ENCODING
     finally:
         scu.close()
     assert listener.received == []

@@ -134,7 +134,8 @@ def test_results_from_hostile_sources_are_valid(case) -> None:
         assert result_character_set(tuple(back.get("SpecificCharacterSet") or ())
                                     if not isinstance(back.get("SpecificCharacterSet"), str)
                                     else (back.SpecificCharacterSet,)) == back.get("SpecificCharacterSet")
-        assert all(len(group) <= 64 for group in str(back.PatientName).split("=")) and "\x00" not in str(back.PatientName)
+        name = str(back.PatientName)
+        assert all(len(group) <= 64 for group in name.split("=")) and "\x00" not in name
         assert len(str(back.get("StudyDescription", ""))) <= 64
         assert back.StudyInstanceUID == source.StudyInstanceUID
     minimal = minimal_reference(source)

@@ -139,7 +139,8 @@ def test_representative_slice_is_scored_and_answered(tmp_path_factory, faces_dir
                     problems.append((case.name, job.state, kinds))
                 if case.scored and case.scored != ("success" if succeeded else "failure"):
                     problems.append((case.name, "expected " + case.scored, job.state, job.last_error))
-                if not succeeded and not (job.last_error and job.last_error.endswith(".") and "\n" not in job.last_error):
+                reason = job.last_error or ""
+                if not succeeded and not (reason.endswith(".") and "\n" not in reason):
                     problems.append((case.name, "reason", job.last_error))
                 if job.error_code == "internal_error":
                     problems.append((case.name, "internal_error", job.last_error))

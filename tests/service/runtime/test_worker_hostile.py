@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import io
 import subprocess
 
 import numpy as np
@@ -20,6 +21,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from db import rules
 from db.memory import InMemoryRepository
 from db.records import JobState, ResultKind
+from dicom.listener import _intake_problems  # the listener's own rule for intake problems, reused as is
+from dicom.photo import extract_context
 from dicom.storage import DicomFileStore
 from pipeline.appraise import AppraisalSettings
 from pipeline.models.bundle import load_bundle
@@ -65,9 +68,6 @@ def _photo(tmp_path, name: str, **attributes) -> object:
 
 def _run_job(bundle, tmp_path, path, *, repository=None, make_pdf=None, rounds: int = 1):
     repository = repository or InMemoryRepository()
-    from dicom.photo import extract_context  # the listener's own intake problems, as it would list them
-    from dicom.listener import _intake_problems  # noqa: PLC2701 - the listener's rule, reused as is
-
     ds = pydicom.dcmread(path)
     problems = tuple(_intake_problems(ds, extract_context(ds), None))
     make_photo_recorder(repository)(received(path, problems))
@@ -176,5 +176,4 @@ def test_unreadable_stored_file_still_gets_a_report(bundle, tmp_path) -> None:
     job = repository.get_job(1)
     assert job.state is JobState.FAILED and job.error_code == "unreadable_dicom_pixels"
     [pdf] = repository.result_objects_for(repository.appraisal_for_job(1).id)
-    assert pydicom.dcmread(pdf.file_path).StudyInstanceUID == pydicom.dcmread(
-        __import__("io").BytesIO(original)).StudyInstanceUID
+    assert pydicom.dcmread(pdf.file_path).StudyInstanceUID == pydicom.dcmread(io.BytesIO(original)).StudyInstanceUID
