@@ -24,7 +24,14 @@ reason):
 0xC004  file could not be written (I/O error other than a full disk)
 0xC005  the consumer failed to record the photo (file stays on disk; a re-send
         is idempotent)
+0xC006  encapsulated Pixel Data not encoded as the transfer syntax requires
+        (e.g. an explicit length; dcmtk's storescp refuses these too)
 ======  ==================================================================
+
+A C-STORE request that pynetdicom cannot serve because its command lacks a
+required field (Affected SOP Instance UID, Affected SOP Class UID, Priority, or
+its data set) would otherwise get no answer at all; ``handle_invalid_request``
+answers it with 0xC002 (no SOP Instance UID) or 0xC001 (anything else missing).
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -63,9 +71,10 @@ from dicom.network import ListenerConfig, TLSServerSettings, peer_is_allowed
 __all__ = [  # ListenerConfig and TLSServerSettings live in dicom.network; re-exported here
     "ACCEPTED_SOP_CLASSES", "ACCEPTED_TRANSFER_SYNTAXES", "DicomListener", "ListenerConfig",
     "PhotoStore", "ReceivedPhoto", "TLSServerSettings", "build_listener", "handle_association_request",
-    "handle_store", "peer_is_allowed",
+    "handle_invalid_request", "handle_store", "peer_is_allowed",
 ]
 from dicom.photo import PhotoContext, extract_context
+from dicom.pixel_checks import encapsulation_problem
 from dicom.storage import InsufficientStorageError, StoredFile, StoreOutcome, sanitise_uid
 
 LOGGER = logging.getLogger(__name__)
@@ -107,6 +116,7 @@ STATUS_BAD_SOP_INSTANCE_UID = 0xC002
 STATUS_BAD_STUDY_OR_SERIES_UID = 0xC003
 STATUS_STORAGE_FAILED = 0xC004
 STATUS_CONSUMER_FAILED = 0xC005
+STATUS_BAD_PIXEL_ENCODING = 0xC006
 
 
 @dataclass(frozen=True)
@@ -143,8 +153,14 @@ class PhotoStore(Protocol):
 
 
 def handle_association_request(event: evt.Event, config: ListenerConfig) -> None:
-    """EVT_REQUESTED: reject callers not on the AE-title or address allow-lists (A-ASSOCIATE-RJ)."""
+    """EVT_REQUESTED: reject callers not on the AE-title or address allow-lists (A-ASSOCIATE-RJ).
+
+    Also puts :func:`handle_invalid_request` first among the association's EVT_DIMSE_RECV
+    handlers: pynetdicom runs a notification's handlers in one ``try``, and its own logging
+    handler raises on a C-STORE without Affected SOP Instance UID, which would skip ours.
+    """
     assoc = event.assoc
+    _answer_invalid_requests_first(assoc)
     calling = _calling_ae_title(assoc)
     address = str(assoc.requestor.address)
     if config.allowed_calling_ae_titles is not None and calling not in config.allowed_calling_ae_titles:
@@ -153,6 +169,31 @@ def handle_association_request(event: evt.Event, config: ListenerConfig) -> None
     elif not peer_is_allowed(address, config.allowed_peer_networks):
         LOGGER.warning("rejecting association from %s (AE %r): address not allowed", address, calling)
         _reject(assoc, diagnostic=0x01)  # no reason given
+
+
+def _answer_invalid_requests_first(assoc) -> None:
+    others = [(func, args) for func, args in assoc.get_handlers(evt.EVT_DIMSE_RECV)
+              if func is not handle_invalid_request]
+    for func, _ in list(assoc.get_handlers(evt.EVT_DIMSE_RECV)):
+        assoc.unbind(evt.EVT_DIMSE_RECV, func)
+    assoc.bind(evt.EVT_DIMSE_RECV, handle_invalid_request)
+    for func, args in others:
+        assoc.bind(evt.EVT_DIMSE_RECV, _tolerant(func), args or None)
+
+
+def _tolerant(handler: Callable) -> Callable:
+    """``handler`` (someone else's EVT_DIMSE_RECV handler) with its failures on malformed messages
+    logged as one warning instead of an error with a traceback."""
+
+    def call(event: evt.Event, *args) -> None:
+        try:
+            handler(event, *args)
+        except Exception as exc:  # noqa: BLE001 - a logging handler tripping over a malformed message
+            LOGGER.warning("EVT_DIMSE_RECV handler %s failed on a malformed message: %s",
+                           getattr(handler, "__name__", "?"), type(exc).__name__)
+
+    call.__name__ = f"tolerant_{getattr(handler, '__name__', 'handler')}"
+    return call
 
 
 def _reject(assoc, *, diagnostic: int) -> None:
@@ -206,6 +247,9 @@ def handle_store(
         series_uid = sanitise_uid(str(ds.get("SeriesInstanceUID", "")), what="Series Instance UID")
     except Exception as exc:
         return _failure(STATUS_BAD_STUDY_OR_SERIES_UID, "bad Study/Series Instance UID", exc, calling)
+    problem = encapsulation_problem(ds)
+    if problem is not None:
+        return _failure(STATUS_BAD_PIXEL_ENCODING, problem, None, calling)
 
     try:
         stored = store.store(study_uid, series_uid, sop_uid, event.encoded_dataset())
@@ -245,10 +289,48 @@ def handle_store(
 def _intake_problems(ds: Dataset, context: PhotoContext, own_uid_root: str | None) -> Iterable[str]:
     if own_uid_root is not None and str(context.sop_instance_uid or "").startswith(own_uid_root):
         yield f"this object is a result made by this service (UID under {own_uid_root}), not a photo"
-    if context.patient.patient_id is None:
+    if context.patient_id_problem is not None:
+        yield context.patient_id_problem
+    elif context.patient.patient_id is None:
         yield "the photo has no Patient ID (0010,0020), so it cannot be linked to a patient"
     if "PixelData" not in ds:
         yield "the photo has no Pixel Data (7FE0,0010)"
+
+
+_STORE_COMMAND_FIELDS = ("MessageID", "AffectedSOPClassUID", "AffectedSOPInstanceUID", "Priority")
+
+
+def handle_invalid_request(event: evt.Event) -> None:
+    """EVT_DIMSE_RECV: answer a C-STORE request that pynetdicom will drop as invalid.
+
+    pynetdicom's association serves only requests whose required command fields are all
+    present (``is_valid_request``) and silently ignores the rest, so the sender would
+    wait for its timeout. Here such a request gets a failure response at once.
+    A request without a Message ID cannot be answered (the response must name it).
+    """
+    message = event.message
+    command = message.command_set
+    if command is None or command.get("CommandField") != 0x0001:  # C-STORE-RQ
+        return
+    complete = all(command.get(k) not in (None, "") for k in _STORE_COMMAND_FIELDS)
+    if complete and command.get("CommandDataSetType") != 0x0101:
+        return  # the usual case: complete (pynetdicom serves it)
+    try:
+        request = message.message_to_primitive()
+    except Exception:  # noqa: BLE001 - undecodable command: pynetdicom aborts the association itself
+        return
+    if not isinstance(request, C_STORE) or request.is_valid_request or request.MessageID is None:
+        return
+    missing = [keyword for keyword in C_STORE.REQUEST_KEYWORDS if getattr(request, keyword) is None]
+    status = STATUS_BAD_SOP_INSTANCE_UID if "AffectedSOPInstanceUID" in missing else STATUS_UNPARSEABLE_DATASET
+    response = C_STORE()
+    response.MessageIDBeingRespondedTo = request.MessageID
+    response.AffectedSOPClassUID = request.AffectedSOPClassUID
+    response.Status = status
+    response.ErrorComment = _error_comment(f"C-STORE request without {', '.join(missing)}")
+    LOGGER.warning("C-STORE request refused with 0x%04X: it lacks %s", status, ", ".join(missing),
+                   extra={"calling_ae": _calling_ae_title(event.assoc)})
+    event.assoc.dimse.send_msg(response, message.context_id)
 
 
 _UNEXPECTED_FAILURES = frozenset({STATUS_STORAGE_FAILED, STATUS_CONSUMER_FAILED})
@@ -256,15 +338,20 @@ _UNEXPECTED_FAILURES = frozenset({STATUS_STORAGE_FAILED, STATUS_CONSUMER_FAILED}
 
 def _failure(status_code: int, summary: str, exc: BaseException | None, calling: str) -> Dataset:
     detail = f"{summary}: {exc}" if exc is not None else summary
-    LOGGER.error(
-        "C-STORE from %r refused with 0x%04X: %s", calling, status_code, detail,
-        exc_info=exc if status_code in _UNEXPECTED_FAILURES else None,
-    )
+    unexpected = status_code in _UNEXPECTED_FAILURES
+    # Refusing malformed input is routine (WARNING, no traceback); a failure to store or record is not.
+    LOGGER.log(logging.ERROR if unexpected else logging.WARNING,
+               "C-STORE from %r refused with 0x%04X: %s", calling, status_code, detail,
+               exc_info=exc if unexpected else None)
     status = Dataset()
     status.Status = status_code
-    # Error Comment is LO: at most 64 characters of the default repertoire, no backslash.
-    status.ErrorComment = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in detail)[:64]
+    status.ErrorComment = _error_comment(detail)
     return status
+
+
+def _error_comment(text: str) -> str:
+    """Error Comment is LO: at most 64 characters of the default repertoire, no backslash."""
+    return "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text)[:64]
 
 
 # -------------------------------------------------------------------------- server
@@ -397,5 +484,6 @@ def build_listener(
     handlers = [
         (evt.EVT_REQUESTED, handle_association_request, [config]),
         (evt.EVT_C_STORE, handle_store, [config, store, on_photo, clock]),
+        (evt.EVT_DIMSE_RECV, handle_invalid_request),
     ]
     return DicomListener(ae, config, handlers)

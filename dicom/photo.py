@@ -15,103 +15,92 @@ from pathlib import Path
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, pixel_array
+from pydicom.pixels import apply_color_lut, convert_color_space, pixel_array
 from pydicom.valuerep import DA, DT, TM
 
-from pipeline.errors import UnreadableImageError
+from dicom.pixel_checks import (
+    IMPOSSIBLE_YBR_SHARE,
+    PhotoDecodeError,
+    plan_decoding,
+    rgb_mislabelled_as_ybr,
+)
+from dicom.text import VR_MAX_CHARS, clean_text, has_control_characters, read_text
 
-
-class PhotoDecodeError(UnreadableImageError):
-    """The DICOM object has missing, corrupt or unsupported pixel data.
-
-    The message is one sentence for the clinician; ``detail`` keeps the decoder's
-    own words for the logs.
-    """
-
-    code = "unreadable_dicom_pixels"
-
-    def __init__(self, message: str, detail: str = "") -> None:
-        super().__init__(message)
-        self.detail = detail
+__all__ = ["DecodedPhoto", "PhotoContext", "PhotoDecodeError", "decode_photo", "decode_rgb", "extract_context"]
 
 
 # ---------------------------------------------------------------------------- pixels
 
 
-def decode_rgb(source: Dataset | Path | str) -> np.ndarray:
-    """Decode frame 0 of ``source`` to an RGB image.
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """Frame 0 as RGB, and what the decoder had to correct (one sentence each, for the report)."""
 
-    ``source`` is a dataset (with ``file_meta.TransferSyntaxUID``) or a path to a
-    DICOM file (read frame by frame, which saves memory for multi-frame files).
+    rgb: np.ndarray  #: [Rows, Columns, 3] uint8, C-contiguous.
+    notes: tuple[str, ...] = ()
+
+
+def decode_photo(source: Dataset | Path | str) -> DecodedPhoto:
+    """Decode frame 0 of ``source`` to RGB after checking its pixel data against its header
+    (:func:`dicom.pixel_checks.plan_decoding`).
+
+    ``source`` is a dataset (with ``file_meta.TransferSyntaxUID``) or a path to a DICOM file.
 
     Handles YBR_FULL / YBR_FULL_422 (converted by pydicom's decoders),
     YBR_ICT/RCT in JPEG 2000, RGB in either planar configuration,
     MONOCHROME1/2 (replicated to three channels; MONOCHROME1 inverted) and
     PALETTE COLOR. Samples wider than 8 bits are rescaled linearly from their
-    full stored range to 0..255.
-
-    Returns:
-        ``np.ndarray`` of shape ``(Rows, Columns, 3)``, dtype ``uint8``, C-contiguous.
+    full stored range to 0..255. A mislabelled colour model is decoded under its
+    correction and named in ``notes``.
 
     Raises:
-        PhotoDecodeError: no pixel data, unsupported layout, or decoding failed.
+        PhotoDecodeError: no pixel data, a header the data contradict, unsupported layout,
+            or decoding failed.
     """
-    header = _read_header(source)
-    if isinstance(source, (str, Path)) and _is_deflated(header):
-        # pydicom's frame-by-frame file reader cannot inflate: read it whole.
-        source = _read_whole(source)
-        header = source
-    if "PixelData" not in header and not isinstance(source, (str, Path)):
-        raise PhotoDecodeError("The photo has no Pixel Data (7FE0,0010).")
-    interpretation = str(header.get("PhotometricInterpretation", "")).strip()
-    samples = int(header.get("SamplesPerPixel", 0) or 0)
-    rows = int(header.get("Rows", 0) or 0)
-    columns = int(header.get("Columns", 0) or 0)
-    if rows < 1 or columns < 1:
-        raise PhotoDecodeError(f"The photo's image has no usable size (Rows={rows}, Columns={columns}).")
-
+    ds = _read_whole(source) if isinstance(source, (str, Path)) else source
+    if not isinstance(ds, Dataset):
+        raise TypeError(f"source must be a pydicom Dataset or a path, got {type(source).__name__}")
+    plan = plan_decoding(ds)
+    options = {"photometric_interpretation": plan.photometric} if plan.notes else {}
     try:
-        frame = pixel_array(source, index=0)
+        frame = pixel_array(ds, index=0, raw=plan.check_ybr_gamut, **options)
     except Exception as exc:  # decoders raise many types; all mean "cannot decode"
         raise PhotoDecodeError(
             "The photo's pixel data could not be decoded; the file may be damaged or use an "
             "unsupported compression.",
             detail=f"{type(exc).__name__}: {exc}",
         ) from exc
-
+    interpretation, notes = plan.photometric, plan.notes
+    if plan.check_ybr_gamut:
+        impossible = rgb_mislabelled_as_ybr(frame)
+        if impossible > IMPOSSIBLE_YBR_SHARE:
+            interpretation = "RGB"
+            notes += (f"The photo was decoded as RGB although its header says YBR_FULL: {impossible:.0%} of its "
+                      "pixels would be impossible colours in YBR_FULL.",)
+        else:
+            frame = convert_color_space(frame, "YBR_FULL", "RGB")
     try:
-        rgb = _to_rgb(frame, header, interpretation, samples)
-    except (ValueError, TypeError) as exc:
-        raise PhotoDecodeError(f"The photo's colour format is not supported ({exc}).", detail=str(exc)) from exc
-    if rgb.shape != (rows, columns, 3):
+        rgb = _to_rgb(frame, ds, interpretation, plan.samples)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise PhotoDecodeError("The photo's colours could not be converted to RGB; its colour format or lookup "
+                               "table is damaged or not supported.", detail=f"{type(exc).__name__}: {exc}") from exc
+    if rgb.shape != (plan.rows, plan.columns, 3):
         raise PhotoDecodeError(
-            f"The photo's decoded image has shape {rgb.shape} instead of {(rows, columns, 3)}."
+            f"The photo's decoded image has shape {rgb.shape} instead of {(plan.rows, plan.columns, 3)}."
         )
-    return np.ascontiguousarray(rgb)
+    return DecodedPhoto(np.ascontiguousarray(rgb), notes)
 
 
-def _read_header(source: Dataset | Path | str) -> Dataset:
-    if isinstance(source, Dataset):
-        return source
-    if isinstance(source, (str, Path)):
-        try:
-            return dcmread(source, stop_before_pixels=True)
-        except Exception as exc:
-            raise PhotoDecodeError("The stored photo is not a readable DICOM file.", detail=f"{source}: {exc}") from exc
-    raise TypeError(f"source must be a pydicom Dataset or a path, got {type(source).__name__}")
-
-
-def _is_deflated(header: Dataset) -> bool:
-    file_meta = getattr(header, "file_meta", None)
-    syntax = getattr(file_meta, "TransferSyntaxUID", None) if file_meta is not None else None
-    return syntax is not None and syntax.is_deflated
+def decode_rgb(source: Dataset | Path | str) -> np.ndarray:
+    """:func:`decode_photo`'s RGB image alone: ``(Rows, Columns, 3)`` uint8."""
+    return decode_photo(source).rgb
 
 
 def _read_whole(path: Path | str) -> Dataset:
     try:
         return dcmread(path)
     except Exception as exc:
-        raise PhotoDecodeError("The stored photo is not a readable DICOM file.", detail=f"{path}: {exc}") from exc
+        raise PhotoDecodeError("The stored photo is not a readable DICOM file.", type(exc).__name__) from exc
 
 
 def _to_rgb(frame: np.ndarray, header: Dataset, interpretation: str, samples: int) -> np.ndarray:
@@ -190,14 +179,29 @@ class PhotoContext:
     #: Timezone-aware acquisition time, or None when the object gives no date
     #: (or no timezone and no ``local_timezone`` was supplied).
     acquisition_datetime: dt.datetime | None
+    #: Why the Patient ID present in the photo cannot be used (too long, control characters);
+    #: ``patient.patient_id`` is None then.
+    patient_id_problem: str | None = None
+    #: How text was read where the declared character set did not serve (sentences for the report).
+    text_notes: tuple[str, ...] = ()
+
+
+#: Longest text kept per attribute (characters): the DICOM maximum of its VR (PN: three
+#: component groups of 64). Longer values are cut; a longer Patient ID is refused instead.
+TEXT_LIMITS = {"PatientName": 3 * VR_MAX_CHARS["PN"] + 2, "IssuerOfPatientID": VR_MAX_CHARS["LO"],
+               "StudyDescription": VR_MAX_CHARS["LO"], "AccessionNumber": VR_MAX_CHARS["SH"]}
 
 
 def extract_context(ds: Dataset, *, local_timezone: dt.tzinfo | None = None) -> PhotoContext:
-    """Read the clinical context of ``ds``; never reads pixel data.
+    """Read the clinical context of ``ds``; never reads pixel data, never fails on hostile text.
 
     Missing, empty or malformed values become None rather than errors: the
     consumer decides what is fatal (e.g. a missing PatientID fails the job with
-    an explained reason).
+    an explained reason). Text is decoded with the declared character set, with a
+    safe fallback noted in ``text_notes`` (:func:`dicom.text.read_text`), cleaned of
+    control characters and cut to its VR's maximum length (``TEXT_LIMITS``). A
+    Patient ID that is too long or holds control characters is not used
+    (``patient_id_problem`` says why): cutting or cleaning it could match another patient.
 
     The acquisition time is taken from AcquisitionDateTime, else ContentDate +
     ContentTime, else StudyDate + StudyTime. Its UTC offset is the one inside
@@ -209,10 +213,20 @@ def extract_context(ds: Dataset, *, local_timezone: dt.tzinfo | None = None) -> 
         raise TypeError(f"ds must be a pydicom Dataset, got {type(ds).__name__}")
     if local_timezone is not None and not isinstance(local_timezone, dt.tzinfo):
         raise TypeError(f"local_timezone must be a datetime.tzinfo, got {local_timezone!r}")
+    notes: list[str] = []
+
+    def text(keyword: str) -> str | None:
+        value = read_text(ds, keyword)
+        if value.note and value.note not in notes:
+            notes.append(value.note)
+        limit = TEXT_LIMITS.get(keyword)
+        return clean_text(value.text, limit) or None if value.text is not None and limit else value.text
+
+    patient_id, id_problem = _patient_id(ds)
     patient = PatientContext(
-        patient_id=_text(ds, "PatientID"),
-        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
-        name=_text(ds, "PatientName"),
+        patient_id=patient_id,
+        issuer_of_patient_id=text("IssuerOfPatientID"),
+        name=text("PatientName"),
         birth_date=_date(ds, "PatientBirthDate"),
         sex=_sex(ds),
     )
@@ -220,8 +234,8 @@ def extract_context(ds: Dataset, *, local_timezone: dt.tzinfo | None = None) -> 
         study_instance_uid=_text(ds, "StudyInstanceUID"),
         study_date=_date(ds, "StudyDate"),
         study_time=_time(ds, "StudyTime"),
-        description=_text(ds, "StudyDescription"),
-        accession_number=_text(ds, "AccessionNumber"),
+        description=text("StudyDescription"),
+        accession_number=text("AccessionNumber"),
     )
     return PhotoContext(
         patient=patient,
@@ -231,7 +245,25 @@ def extract_context(ds: Dataset, *, local_timezone: dt.tzinfo | None = None) -> 
         sop_instance_uid=_text(ds, "SOPInstanceUID"),
         modality=_text(ds, "Modality"),
         acquisition_datetime=acquisition_datetime(ds, local_timezone=local_timezone),
+        patient_id_problem=id_problem,
+        text_notes=tuple(notes),
     )
+
+
+def _patient_id(ds: Dataset) -> tuple[str | None, str | None]:
+    value = read_text(ds, "PatientID").text
+    if value is None:
+        return None, None
+    try:
+        raw = ds.get_item("PatientID").value
+    except Exception:  # noqa: BLE001 - read_text found it, so this does not fail in practice
+        raw = value
+    original = bytes(raw).decode("latin-1") if isinstance(raw, (bytes, bytearray)) else str(raw)
+    limit = VR_MAX_CHARS["LO"]
+    if has_control_characters(original) or len(value) > limit or "\\" in original:
+        return None, (f"the photo's Patient ID (0010,0020) is not valid (it must be at most {limit} characters "
+                      "without control characters), so it cannot be linked to a patient")
+    return value, None
 
 
 def acquisition_datetime(
@@ -274,22 +306,8 @@ def timezone_offset(ds: Dataset) -> dt.timezone | None:
     return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
 
 
-def _raw(ds: Dataset, keyword: str) -> object | None:
-    try:
-        value = ds.get(keyword)
-    except Exception:  # malformed element (e.g. undecodable bytes): treat as absent
-        return None
-    if value is None:
-        return None
-    return value
-
-
 def _text(ds: Dataset, keyword: str) -> str | None:
-    value = _raw(ds, keyword)
-    if value is None:
-        return None
-    text = str(value).strip(" \x00")
-    return text or None
+    return read_text(ds, keyword).text
 
 
 def _date(ds: Dataset, keyword: str) -> dt.date | None:

@@ -13,6 +13,12 @@ the Contributing Equipment Sequence (current PS3.3 SOP Common module has it, as
 do highdicom's tables). We keep it because IHE AIR identifies the algorithm
 by it; it is not repeated in General Equipment (same warning, nothing gained).
 
+Text copied from the photo is hostile (any length, bytes or character set):
+:func:`text_safe_reference` makes the copy both builders work from, with every text
+value decoded, cleaned and cut to its VR's length, and a Specific Character Set that is
+valid and can hold it. :func:`minimal_reference` keeps only identifiers, in ASCII, for
+the last-resort failure report.
+
 Objects made with a non-clinical (demo/test) model carry
 ``NON_CLINICAL_MARKER`` in SeriesDescription (and the PDF's Document Title);
 the marker is prefixed when the caller's text lacks it.
@@ -30,13 +36,24 @@ from highdicom import ContributingEquipment
 from highdicom.base import SOPClass
 from highdicom.sc import SCImage
 from pydicom import dcmwrite
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicom.photo import timezone_offset
 from dicom.storage import sanitise_uid
+from dicom.text import (
+    VR_MAX_CHARS,
+    clean_person_name,
+    clean_text,
+    declared_character_set,
+    read_text,
+    result_character_set,
+)
 from dicom.uids import DEFAULT_UID_ROOT, derive_uid, new_uid, validate_uid_root
 from pipeline.vocabulary import NON_CLINICAL_LABEL_ASCII
 
@@ -138,6 +155,7 @@ def build_overlay_secondary_capture(
     referenced in both ReferencedImageSequence and SourceImageSequence.
     """
     _check_source(source)
+    source = text_safe_reference(source)
     if not isinstance(overlay_rgb, np.ndarray):
         raise TypeError(f"overlay_rgb must be a numpy array, got {type(overlay_rgb).__name__}")
     if overlay_rgb.dtype != np.uint8 or overlay_rgb.ndim != 3 or overlay_rgb.shape[2] != 3:
@@ -206,6 +224,7 @@ def build_encapsulated_pdf(
     BurnedInAnnotation and RecognizableVisualFeatures are YES.
     """
     _check_source(source)
+    source = text_safe_reference(source)
     if not isinstance(pdf, (bytes, bytearray)):
         raise TypeError(f"pdf must be bytes, got {type(pdf).__name__}")
     if not bytes(pdf[:5]) == b"%PDF-":
@@ -259,6 +278,95 @@ def encode_part10(dataset: Dataset) -> bytes:
     buffer = io.BytesIO()
     dcmwrite(buffer, dataset, enforce_file_format=True)
     return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------ safe copies
+
+#: Text VRs whose values depend on the character set (decoded, cleaned, re-encoded).
+_CHARSET_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC"})
+#: Text VRs of the default repertoire only (cleaned to printable ASCII).
+_ASCII_VRS = frozenset({"CS", "AE"})
+#: Deepest sequence nesting copied; deeper sequences are left out of the results.
+MAX_SEQUENCE_DEPTH = 6
+#: What the minimal reference keeps besides the UIDs (type 2 attributes of Patient and General Study).
+_MINIMAL_TEXT = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                 "StudyID", "AccessionNumber", "ReferringPhysicianName")
+
+
+def text_safe_reference(source: Dataset) -> Dataset:
+    """A copy of ``source`` (no pixel data, no private attributes) that is safe to copy into results.
+
+    Each text value is decoded with the declared character set (or the fallback of
+    :func:`dicom.text.read_text`), cleaned of control characters and cut to its VR's
+    maximum; elements that cannot be read at all are left out; sequences deeper than
+    ``MAX_SEQUENCE_DEPTH`` are left out. SpecificCharacterSet is the source's when that is
+    valid DICOM and served every value, else ISO_IR 192 (UTF-8).
+    """
+    fell_back: list[bool] = []
+    terms = declared_character_set(source)
+    copy = _safe_items(source, terms, depth=0, fell_back=fell_back)
+    charset = "ISO_IR 192" if any(fell_back) else result_character_set(terms)
+    if charset is not None:
+        copy.SpecificCharacterSet = charset
+    if hasattr(source, "file_meta"):
+        copy.file_meta = source.file_meta
+    return copy
+
+
+def minimal_reference(source: Dataset) -> Dataset:
+    """Only ``source``'s UIDs and basic Patient/Study attributes, as printable ASCII (others become
+    '?'), for a report that must be built whatever the photo's text holds."""
+    minimal = Dataset()
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        setattr(minimal, keyword, str(source.get(keyword, "") or "").strip("\x00 "))
+    for keyword in _MINIMAL_TEXT:
+        value = read_text(source, keyword).text
+        if value is not None:
+            ascii_text = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in value)
+            vr = {"PatientName": "PN", "ReferringPhysicianName": "PN", "StudyID": "SH", "AccessionNumber": "SH",
+                  "PatientSex": "CS", "PatientBirthDate": "DA", "StudyDate": "DA", "StudyTime": "TM"}.get(keyword, "LO")
+            setattr(minimal, keyword, ascii_text[: VR_MAX_CHARS[vr]])
+    if hasattr(source, "file_meta"):
+        minimal.file_meta = source.file_meta
+    return minimal
+
+
+def _safe_items(source: Dataset, terms: tuple[str, ...], *, depth: int, fell_back: list[bool]) -> Dataset:
+    copy = Dataset()
+    for tag in list(source.keys()):
+        tag = Tag(tag)
+        if tag.is_private or tag.group in (0x0002, 0x7FE0) or tag == 0x00080005:
+            continue
+        try:
+            element = source[tag]
+        except Exception:  # noqa: BLE001 - an element pydicom cannot read is not copied
+            continue
+        vr = str(element.VR)
+        if vr == "SQ":
+            if depth >= MAX_SEQUENCE_DEPTH:
+                continue
+            items = []
+            for item in element.value or []:
+                if isinstance(item, Dataset):  # an item without its own character set inherits ours
+                    inner = declared_character_set(item) or terms
+                    items.append(_safe_items(item, inner, depth=depth + 1, fell_back=fell_back))
+            copy.add(DataElement(tag, "SQ", Sequence(items)))
+        elif vr in _CHARSET_VRS or vr in _ASCII_VRS:
+            value = read_text(source, tag, character_set=terms)
+            fell_back.append(value.note is not None)
+            if value.text is None:
+                copy.add(DataElement(tag, vr, None))
+                continue
+            parts = value.text.split("\\")
+            if vr in _ASCII_VRS:
+                parts = ["".join(c for c in part if " " <= c <= "~") for part in parts]
+            parts = [clean_person_name(part) if vr == "PN" else clean_text(part, VR_MAX_CHARS[vr]) for part in parts]
+            copy.add(DataElement(tag, vr, parts[0] if len(parts) == 1 else parts))
+        elif vr in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+            continue  # binary data is not patient or study text; results do not need it
+        else:
+            copy.add(element)
+    return copy
 
 
 # --------------------------------------------------------------------------- helpers

@@ -88,16 +88,17 @@ def make_report_pdf(repository: Repository, request: ReportRequest, local_timezo
                         timings=dict(appraisal.timings or {}))
     result = request.result
     calibration = calibration_for(repository.latest_calibration(), appraisal.model_id_hash)
+    notes = tuple(dict.fromkeys((*context.text_notes, *request.notes)))
     if result is None:
         data = ReportInput(patient=patient, study=study, model=model, images=None, scores=(), primary_score=None,
                            timeline=tuple(timeline), calibration=calibration,
                            failure_reason=request.failure_reason or appraisal.failure_reason, pose=None,
-                           generated_at=request.created_at, failure_code=request.failure_code)
+                           generated_at=request.created_at, failure_code=request.failure_code, notes=notes)
         return build_report_pdf(data)
     data = ReportInput(
         patient=patient, study=study, model=model, images=report_images(request.photo_rgb, result),
         scores=result.scores, primary_score=result.primary_score, timeline=tuple(timeline),
         calibration=calibration, failure_reason=None,
-        pose=result.preprocessing.pose.to_dict(), generated_at=request.created_at,
+        pose=result.preprocessing.pose.to_dict(), generated_at=request.created_at, notes=notes,
     )
     return build_report_pdf(data)

@@ -18,6 +18,7 @@ from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
 from reportlab.platypus import CondPageBreak, Flowable, Image, KeepTogether, Paragraph, Spacer, Table, TableStyle
 
+from dicom.text import clean_text
 from pipeline.vocabulary import (
     NON_CLINICAL_LABEL,
     PRIMARY_VARIANT,
@@ -28,6 +29,7 @@ from pipeline.vocabulary import (
     ScoreVariant,
 )
 from service.reports import charts as rc
+from service.reports.advice import ADVICE, RETAKE
 from service.reports.request import SEX_NAMES, ReportInput
 from service.research.calibration import calibrated_rating
 
@@ -92,15 +94,8 @@ PROCESSINGS = {Processing.BASE: "RGB", Processing.YCBCR: "YCbCr", Processing.ERO
 REGIONS = {Region.MOUTH_NOSE: "Mouth and nose region", Region.FACE_WITHOUT_EYES: "Whole face without the eyes"}
 ORDERS = {ErosionOrder.DIFF_THEN_ERODE: "after differencing (journal order)",
           ErosionOrder.ERODE_THEN_DIFF: "before differencing (arXiv order)"}
-RETAKE = ("Retake a frontal photo: face towards the camera, head level (not turned or tilted), mouth closed "
-          "and relaxed, the whole face visible and large in the frame, even light without strong shadows. "
-          "Then send it again.")
-ADVICE = {"unreadable_image": "Send the photo again as a standard JPEG, PNG or DICOM image; if it was, retake it.",
-          "unreadable_dicom_pixels": "Send the photo again from the original (the copy received was damaged or "
-                                     "uses an unsupported compression); retake it only if the original is damaged too.",
-          "intake": "Send the photo again with the patient's details (Patient ID) filled in; it need not be retaken.",
-          "model_error": "This is a fault of the scoring service, not of the photo: contact the service "
-                         "administrator. The photo need not be retaken."}
+#: Most characters of photo text shown per field (the photo's text is hostile: any length).
+SHOWN_CHARS = {"name": 80, "id": 64, "issuer": 64, "description": 64, "accession": 16, "footer": 110}
 PAGE = {"pagesize": A4, "leftMargin": 15 * mm, "rightMargin": 15 * mm, "topMargin": 22 * mm, "bottomMargin": 18 * mm}
 
 
@@ -118,6 +113,11 @@ def _styles() -> dict[str, ParagraphStyle]:
                          spaceAfter=4, textColor=NAVY),
             "big": derive("big", fontName="Helvetica-Bold", fontSize=20, leading=24),
             "alert": derive("alert", fontName="Helvetica-Bold", fontSize=12, leading=15, textColor=RED)}
+
+
+def shown(text: str, field: str) -> str:
+    """Photo text as the report shows it: control characters removed, cut to ``SHOWN_CHARS[field]`` with "…"."""
+    return clean_text(text, SHOWN_CHARS[field], ellipsis="…")
 
 
 def _p(text: str, style: ParagraphStyle) -> Paragraph:
@@ -148,8 +148,9 @@ def decorate_page(canvas, doc, data: ReportInput, total: int | None) -> None:
     canvas.setStrokeColor(GREY)
     canvas.line(doc.leftMargin, 13 * mm, width - doc.rightMargin, 13 * mm)
     patient = data.patient
-    ident = f"{rc.format_person_name(patient.name)} · Patient ID {patient.patient_id}" + (
-        f" ({patient.issuer})" if patient.issuer else "") + f" · Study date {rc.format_date(data.study.study_date)}"
+    ident = f"{shown(rc.format_person_name(patient.name), 'name')} · Patient ID {shown(patient.patient_id, 'id')}" + (
+        f" ({shown(patient.issuer, 'issuer')})" if patient.issuer else "")
+    ident = shown(ident, "footer") + f" · Study date {rc.format_date(data.study.study_date)}"
     rc.draw_text(canvas, doc.leftMargin, 9 * mm, ident, "Helvetica", 8)
     rc.draw_text(canvas, width - doc.rightMargin, 9 * mm, f"Page {doc.page} of {total or '?'}", "Helvetica", 8,
                  align="right")
@@ -160,16 +161,18 @@ def _header(data: ReportInput, st, width: float) -> Table:
     p, s = data.patient, data.study
     taken = s.acquisition_datetime
     age = rc.format_age(p.birth_date, taken.date() if taken else s.study_date)
-    pid = p.patient_id + (f" (issuer {p.issuer})" if p.issuer else "")
-    rows = [("Patient", rc.format_person_name(p.name), "Patient ID", pid),
+    pid = shown(p.patient_id, "id") + (f" (issuer {shown(p.issuer, 'issuer')})" if p.issuer else "")
+    rows = [("Patient", shown(rc.format_person_name(p.name), "name"), "Patient ID", pid),
             ("Birth date", rc.format_date(p.birth_date) + (f" (age at photo {age})" if age else ""),
              "Sex", SEX_NAMES[p.sex]),
             ("Study date", rc.format_date(s.study_date) + (f" {s.study_time:%H:%M}" if s.study_time else ""),
-             "Accession no.", s.accession or "—"),
-            ("Study", s.description or "—", "", ""),
+             "Accession no.", shown(s.accession, "accession") or "—"),
+            ("Study", shown(s.description, "description") or "—", "", ""),
             ("Photo taken", rc.format_datetime(taken), "Report created", rc.format_datetime(data.generated_at))]
-    cells = [[_p(a, st["label"]), _p(b, st["cellb" if i == 0 else "cell"]), _p(c, st["label"]),
-              _p(d, st["cellb" if i == 0 else "cell"])] for i, (a, b, c, d) in enumerate(rows)]
+    # Photo text may be one long word: break it anywhere (CJK wrapping) rather than overflow the cell.
+    wrap = {name: ParagraphStyle(f"{name}-wrap", parent=st[name], wordWrap="CJK") for name in ("cell", "cellb")}
+    cells = [[_p(a, st["label"]), _p(b, wrap["cellb" if i == 0 else "cell"]), _p(c, st["label"]),
+              _p(d, wrap["cellb" if i == 0 else "cell"])] for i, (a, b, c, d) in enumerate(rows)]
     return _grid(cells, [0.13 * width, 0.39 * width, 0.14 * width, 0.34 * width],
                  [("SPAN", (1, 3), (3, 3)), ("LINEABOVE", (0, 0), (-1, 0), 0.6, GREY),
                   ("LINEBELOW", (0, -1), (-1, -1), 0.6, GREY)])
@@ -215,6 +218,8 @@ def _result(data: ReportInput, st, width: float) -> list:
         rows.append((f"Change since {label}", text))
     if data.pose:
         rows.append(("Head pose in the photo", _pose_text(data)))
+    if data.notes:
+        rows.append(("How the photo was read", " ".join(data.notes)))
     rows.append(("", _p("Not a diagnosis. Read “What the score means and its limits” before using it.", st["small"])))
     return [_p("Result", st["h2"]), _box(rows, st, width, NAVY)]
 
@@ -224,6 +229,8 @@ def _failure(data: ReportInput, st, width: float) -> list:
     rows = [("What went wrong", data.failure_reason), ("What to do", advice)]
     if data.pose:
         rows.append(("Head pose in the photo", _pose_text(data)))
+    if data.notes:
+        rows.append(("How the photo was read", " ".join(data.notes)))
     return [_p("No score: this photo could not be appraised", st["alert"]), Spacer(1, 2 * mm),
             _box(rows, st, width, RED), _p("No score was recorded for this visit; earlier visits are unchanged.",
                                            st["small"])]
@@ -286,7 +293,7 @@ def _trend(data: ReportInput, assets: ReportAssets, st, width: float) -> list:
         change = "—" if i == 0 else rc.format_change(point.score - points[i - 1].score)
         rating = [rc.format_number(calibration.rating(point.score), 1)] if calibration else []
         cells = [rc.format_date(point.when.date()) + (" (this visit)" if point.is_current else ""),
-                 point.study_description or "—", rc.format_score(point.score), *rating, change]
+                 shown(point.study_description, "description") or "—", rc.format_score(point.score), *rating, change]
         rows.append([_p(text, st["cellb" if point.is_current else "cell"]) for text in cells])
     widths = [0.2, 0.38, 0.12, *([0.12] if calibration else []), 0.18]
     scale = width / sum(widths)

@@ -41,6 +41,8 @@ class ReportRequest:
     failure_reason: str | None
     created_at: dt.datetime
     failure_code: str | None = None
+    #: What the report must say about how the photo was read (decoding corrections), one sentence each.
+    notes: tuple[str, ...] = ()
 
 
 def _check(record: object, **rules: str) -> None:
@@ -189,8 +191,12 @@ class ReportInput:
     pose: Mapping[str, float] | None  # degrees: yaw, pitch, roll
     generated_at: datetime
     failure_code: str | None = None
+    #: How the photo was read where its header was wrong or its text undecodable (one sentence each).
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.notes, tuple) or not all(isinstance(note, str) for note in self.notes):
+            raise TypeError("notes must be a tuple of str")
         types = {"patient": ReportPatient, "study": ReportStudy, "model": ReportModel,
                  "images": ReportImages, "calibration": Calibration}
         for name, kind in types.items():

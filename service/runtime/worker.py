@@ -1,10 +1,15 @@
 """The scoring worker: claim a job, appraise the photo, store scores, file results.
 
-A job whose photo the method cannot apply to (no face, not frontal, unreadable
-pixels, no Patient ID) fails for good with one sentence, and still gets a PDF
-that tells the clinician what happened. Unexpected errors are retried with
-backoff. A crashed worker's job is reclaimed when its lease expires; the rebuilt
-results have the same UIDs, and kinds already filed are not filed again.
+Every job ends in results filed for delivery: the Secondary Capture and PDF of a
+success, or a failure report. A job whose photo the method cannot apply to (no
+face, not frontal, unreadable pixels, no Patient ID) fails for good with one
+sentence, logged as one WARNING line, and still gets a PDF that tells the
+clinician what happened. Unexpected errors are logged with their traceback and
+retried with backoff; when the last attempt fails too, the job fails for good
+with a failure report as well. Should the full failure report itself fail, a
+minimal one (:mod:`service.reports.fallback`, no patient text) is filed instead.
+A crashed worker's job is reclaimed when its lease expires; the rebuilt results
+have the same UIDs, and kinds already filed are not filed again.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset
 
 from db.records import AppraisalStatus, Job, NewAppraisal
 from db.repository import Repository
-from dicom.photo import decode_rgb
+from dicom.photo import decode_photo
+from dicom.results import minimal_reference
 from dicom.storage import DicomFileStore
 from pipeline.appraise import AppraisalResult, AppraisalSettings, WStatsCache, appraise
 from pipeline.compare.annotate import heatmap_on_photo
@@ -28,6 +35,8 @@ from pipeline.compare.render import display_vmax
 from pipeline.errors import PipelineError
 from pipeline.models.bundle import ModelBundle
 from pipeline.vocabulary import PRIMARY_VARIANT
+from service.reports.advice import ADVICE, RETAKE
+from service.reports.fallback import build_minimal_report_pdf
 from service.reports.request import ReportRequest
 from service.runtime.burn_in import compose_secondary_capture
 from service.runtime.results import build_results, file_results
@@ -46,11 +55,19 @@ def crop_to_face(image: np.ndarray, quad: np.ndarray, margin: float = 0.1) -> np
 
 
 class JobFailed(Exception):
-    """A job that cannot succeed; ``code`` and the message are recorded."""
+    """A job that cannot succeed; ``code`` and the message are recorded, ``detail`` (no patient
+    data) goes to the log only, ``notes`` to the report."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, detail: str = "", notes: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.code = code
+        self.detail = detail
+        self.notes = notes
+
+
+#: The reason recorded when a job's last attempt ended in an unexpected error.
+INTERNAL_FAILURE = ("The photo could not be appraised because of an internal fault of the scoring service; "
+                    "the service administrator has the details.")
 
 
 class AppraisalWorker:
@@ -93,10 +110,15 @@ class AppraisalWorker:
         except JobFailed as failure:
             self._fail_for_good(job, failure)
         except Exception as error:  # noqa: BLE001 - recorded and retried with backoff
-            LOG.exception("job error; will retry", extra={"job_id": job.id})
-            self.repository.fail_job(job.id, self.worker_id, error_code="internal_error",
-                                     message=f"Internal error: {type(error).__name__}: {error}",
-                                     retryable=True, now=self.clock())
+            if job.attempts < job.max_attempts:
+                LOG.exception("job error; will retry", extra={"job_id": job.id, "attempt": job.attempts})
+                self.repository.fail_job(job.id, self.worker_id, error_code="internal_error",
+                                         message=f"Internal error: {type(error).__name__}: {error}",
+                                         retryable=True, now=self.clock())
+            else:
+                LOG.exception("job error on its last attempt; failing it with a report",
+                              extra={"job_id": job.id, "attempt": job.attempts})
+                self._fail_for_good(job, JobFailed("internal_error", INTERNAL_FAILURE, type(error).__name__))
         return True
 
     # ------------------------------------------------------------------ steps
@@ -108,13 +130,13 @@ class AppraisalWorker:
         try:
             source = pydicom.dcmread(photo.file_path)
         except Exception as error:  # noqa: BLE001 - any parse failure is the file's fault
-            LOG.warning("stored file unreadable", extra={"job_id": job.id, "detail": str(error)})
-            raise JobFailed("unreadable_dicom_pixels", "The stored photo is not a readable DICOM file.") from error
+            raise JobFailed("unreadable_dicom_pixels", "The stored photo is not a readable DICOM file.",
+                            type(error).__name__) from error
         try:
-            rgb = decode_rgb(source)
+            decoded = decode_photo(source)
         except PipelineError as error:
-            LOG.warning("pixel decoding failed", extra={"job_id": job.id, "detail": getattr(error, "detail", "")})
-            raise JobFailed(error.code, str(error)) from error
+            raise JobFailed(error.code, str(error), getattr(error, "detail", "")) from error
+        rgb, notes = decoded.rgb, decoded.notes
         existing = self.repository.appraisal_for_job(job.id)
         last_beat = [time.monotonic()]
 
@@ -126,24 +148,25 @@ class AppraisalWorker:
         try:
             result = appraise(rgb, self.bundle, self.settings, progress=heartbeat, w_stats_cache=self.w_stats)
         except PipelineError as error:
-            raise JobFailed(error.code, str(error)) from error
-        appraisal_id = existing.id if existing else self._save_appraisal(job, result)
+            raise JobFailed(error.code, str(error), notes=notes) from error
+        appraisal_id = existing.id if existing else self._save_appraisal(job, result, notes)
         overlay = self._overlay(rgb, result)
         created = self.clock()
-        pdf = self.make_pdf(ReportRequest(source, appraisal_id, result, rgb, overlay, None, created))
+        pdf = self.make_pdf(ReportRequest(source, appraisal_id, result, rgb, overlay, None, created, notes=notes))
         built = build_results(source, job_id=job.id, model=result.model, uid_root=self.uid_root,
                               overlay=overlay, pdf=pdf, created_at=created)
         file_results(self.repository, self.result_store, appraisal_id, built, self.destinations, self.clock)
         self.repository.complete_job(job.id, self.worker_id, now=self.clock())
         LOG.info("job succeeded", extra={"job_id": job.id, "appraisal_id": appraisal_id,
-                                         "score": round(result.primary_score, 4), "seconds": result.timings["total"]})
+                                         "score": round(result.primary_score, 4), "seconds": result.timings["total"],
+                                         "corrected": bool(notes)})
 
-    def _save_appraisal(self, job: Job, result: AppraisalResult) -> int:
+    def _save_appraisal(self, job: Job, result: AppraisalResult, notes: tuple[str, ...]) -> int:
         record = self.repository.save_appraisal(NewAppraisal(
             photo_id=job.photo_id, job_id=job.id, model_name=result.model.name, model_id_hash=result.model.identity,
             non_clinical=result.model.non_clinical, status=AppraisalStatus.SUCCEEDED, created_at=self.clock(),
-            settings=result.settings.to_dict(), timings=result.timings, pose=result.preprocessing.pose.to_dict(),
-            scores=result.scores,
+            settings=_with_notes(result.settings.to_dict(), notes), timings=result.timings,
+            pose=result.preprocessing.pose.to_dict(), scores=result.scores,
         ), worker_id=self.worker_id)
         return record.id
 
@@ -160,24 +183,65 @@ class AppraisalWorker:
 
     def _fail_for_good(self, job: Job, failure: JobFailed) -> None:
         reason = str(failure)
-        LOG.warning("job failed", extra={"job_id": job.id, "error_code": failure.code})
+        LOG.warning("job failed", extra={"job_id": job.id, "error_code": failure.code, "reason": reason,
+                                         "detail": failure.detail})
         existing = self.repository.appraisal_for_job(job.id)
         if existing is None:
             existing = self.repository.save_appraisal(NewAppraisal(
                 photo_id=job.photo_id, job_id=job.id, model_name=self.bundle.identity.name,
                 model_id_hash=self.bundle.identity.identity, non_clinical=self.bundle.identity.non_clinical,
                 status=AppraisalStatus.FAILED, created_at=self.clock(), failure_reason=reason,
-                settings=self.settings.to_dict(),
+                settings=_with_notes(self.settings.to_dict(), failure.notes),
             ), worker_id=self.worker_id)
+        source = self._source_for_report(job)
+        created = self.clock()
         try:
-            source = pydicom.dcmread(self.repository.get_photo(job.photo_id).file_path)
-            created = self.clock()
-            pdf = self.make_pdf(ReportRequest(source, existing.id, None, None, None, reason, created, failure.code))
+            pdf = self.make_pdf(ReportRequest(source, existing.id, None, None, None, reason, created, failure.code,
+                                              notes=failure.notes))
             built = build_results(source, job_id=job.id, model=self.bundle.identity, uid_root=self.uid_root,
                                   overlay=None, pdf=pdf, created_at=created)
+        except Exception:  # noqa: BLE001 - the minimal report below must still go out
+            LOG.exception("the full failure report could not be built; filing the minimal one",
+                          extra={"job_id": job.id})
+            built = self._minimal_failure_results(job, source, reason, failure.code, created)
+        try:
             file_results(self.repository, self.result_store, existing.id, built, self.destinations, self.clock)
-        except Exception:  # noqa: BLE001 - the failure itself must still be recorded
-            LOG.exception("could not build the failure report", extra={"job_id": job.id})
+        except Exception:  # noqa: BLE001 - the failure itself must still be recorded; this is logged loudly
+            LOG.exception("the failure report could not be filed", extra={"job_id": job.id})
         self.repository.fail_job(job.id, self.worker_id, error_code=failure.code, message=reason,
                                  retryable=False, now=self.clock())
 
+    def _source_for_report(self, job: Job) -> Dataset:
+        """The photo's data set; when the stored file is unreadable, one made of its database rows
+        (UIDs and patient identity), so the failure report can still join the photo's study."""
+        photo = self.repository.get_photo(job.photo_id)
+        try:
+            return pydicom.dcmread(photo.file_path, stop_before_pixels=True)
+        except Exception as error:  # noqa: BLE001 - the rows identify the photo as well
+            LOG.warning("stored photo unreadable; the report uses its database record",
+                        extra={"job_id": job.id, "detail": type(error).__name__})
+        study = self.repository.get_study(photo.study_id)
+        patient = self.repository.get_patient(study.patient_pk)
+        source = Dataset()
+        source.SOPClassUID, source.SOPInstanceUID = photo.sop_class_uid, photo.sop_instance_uid
+        source.SeriesInstanceUID, source.StudyInstanceUID = photo.series_instance_uid, study.study_instance_uid
+        source.PatientID, source.PatientName = patient.patient_id, patient.patient_name
+        source.StudyDate, source.StudyTime = study.study_date, study.study_time
+        source.AccessionNumber = study.accession_number
+        source.SpecificCharacterSet = "ISO_IR 192"
+        return source
+
+    def _minimal_failure_results(self, job: Job, source: Dataset, reason: str, code: str,
+                                 created: dt.datetime) -> list:
+        identity = self.bundle.identity
+        pdf = build_minimal_report_pdf(
+            reason=reason, advice=ADVICE.get(code, RETAKE), photo_uid=str(source.get("SOPInstanceUID", "")),
+            model=f"{identity.name} ({identity.identity[:12]})", non_clinical=identity.non_clinical,
+            generated_at=created)
+        return build_results(minimal_reference(source), job_id=job.id, model=identity, uid_root=self.uid_root,
+                             overlay=None, pdf=pdf, created_at=created)
+
+
+def _with_notes(settings: dict, notes: tuple[str, ...]) -> dict:
+    """The appraisal's settings record, with the decoding notes (corrections made) when there are any."""
+    return {**settings, "decoding_notes": list(notes)} if notes else settings

@@ -186,9 +186,9 @@ def test_multiframe_takes_frame_zero(small_rgb) -> None:
 
 def test_truncated_jpeg_raises_typed_error(photo_files) -> None:
     ds = pydicom.dcmread(photo_files["jpeg_baseline_from_camera"])
-    fragment = next(iter(pydicom.encaps.generate_fragments(ds.PixelData)))
-    ds.PixelData = encapsulate([fragment[:2000]])
-    with pytest.raises(PhotoDecodeError, match="could not be decoded") as info:
+    frame = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[:2000]])
+    with pytest.raises(PhotoDecodeError, match="cut short") as info:
         decode_rgb(ds)
     assert isinstance(info.value, UnreadableImageError)
 
