@@ -74,9 +74,16 @@ class RawStoreSCU:
             self._arrived.wait_for(lambda: self._message_id in self._responses or not self.assoc.is_established,
                                    timeout=self.timeout_s)
             status = self._responses.pop(self._message_id, None)
+        self._drain_queue()
         if status is not None:
             return status
         return NO_ANSWER if self.assoc.is_established else ABORTED
+
+    def _drain_queue(self) -> None:
+        """pynetdicom also queues every C-STORE response for its own ``send_*`` calls; this client reads
+        them from the notification instead, so drop them, or the next C-ECHO would take a stale one."""
+        while self.assoc.dimse.get_msg(block=False) != (None, None):
+            pass
 
     def echo(self) -> int | None:
         status = self.assoc.send_c_echo()

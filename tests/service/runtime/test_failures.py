@@ -52,7 +52,7 @@ pytestmark = [
 
 #: case → (what the status reason must mention, regex, case-insensitive)
 EXPECTED_REASON = {
-    "corrupt_pixels": r"pixel|decode|read",
+    "corrupt_pixels": r"pixel|decode|read|compressed image",
     "no_face": r"no face",
     "no_patient_id": r"patient id",
 }
