@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pydicom
 
-from db.records import AppraisalStatus, Job, NewAppraisal
+from db.records import AppraisalRepeats, AppraisalStatus, Job, NewAppraisal
 from db.repository import Repository
 from dicom.photo import decode_rgb
 from dicom.storage import DicomFileStore
@@ -143,7 +143,8 @@ class AppraisalWorker:
             photo_id=job.photo_id, job_id=job.id, model_name=result.model.name, model_id_hash=result.model.identity,
             non_clinical=result.model.non_clinical, status=AppraisalStatus.SUCCEEDED, created_at=self.clock(),
             settings=result.settings.to_dict(), timings=result.timings, pose=result.preprocessing.pose.to_dict(),
-            scores=result.scores,
+            scores=result.scores, repeats=None if result.repeats is None else AppraisalRepeats(
+                result.repeats.seeds, result.repeats.primary_scores),
         ), worker_id=self.worker_id)
         return record.id
 
