@@ -94,8 +94,9 @@ def within_photo_spread(scores: Any, confidence: float = CONFIDENCE) -> WithinPh
     low_var = dof * pooled / float(stats.chi2.ppf(1.0 - alpha / 2.0, dof))
     high_var = dof * pooled / float(stats.chi2.ppf(alpha / 2.0, dof))
     sd = math.sqrt(pooled)
-    return WithinPhotoSpread(photos=n, repeats=k, within_sd=sd, rc=RC_FACTOR * sd, rc_low=RC_FACTOR * math.sqrt(low_var),
-                             rc_high=RC_FACTOR * math.sqrt(high_var), confidence=confidence)
+    return WithinPhotoSpread(photos=n, repeats=k, within_sd=sd, rc=RC_FACTOR * sd,
+                             rc_low=RC_FACTOR * math.sqrt(low_var), rc_high=RC_FACTOR * math.sqrt(high_var),
+                             confidence=confidence)
 
 
 # --- is a change real? -----------------------------------------------------------------------------------------
@@ -122,11 +123,11 @@ class ChangeJudgement:
                 "study_repeatability_coefficient": self.study_rc, "visit_repeats": list(self.repeats)}
 
 
-def _decimals(rc: float) -> int:
-    """Enough decimals to show ``rc`` with two significant figures, at least 2 (at most 6)."""
-    if rc <= 0 or not math.isfinite(rc):
+def significant_decimals(value: float) -> int:
+    """Enough decimals to show ``value`` (>= 0) with two significant figures, at least 2 (at most 6)."""
+    if value <= 0 or not math.isfinite(value):
         return 2
-    return int(min(6, max(2, 1 - math.floor(math.log10(rc)))))
+    return int(min(6, max(2, 1 - math.floor(math.log10(value)))))
 
 
 def _signed(value: float, decimals: int) -> str:
@@ -152,7 +153,7 @@ def judge_change(change: float, study: RepeatabilityStudy | None, *, repeats: tu
                                "this score variant; whether this change exceeds measurement noise is unknown",
                                None, repeats)
     rc = figures.rc if repeats == (1, 1) else figures.rc * math.sqrt((1 / repeats[0] + 1 / repeats[1]) / 2)
-    decimals = _decimals(rc)
+    decimals = significant_decimals(rc)
     exceeds = abs(change) > rc
     if exceeds:
         text = f"change {_signed(change, decimals)} exceeds the repeatability coefficient {rc:.{decimals}f}"
@@ -283,7 +284,8 @@ class RepeatabilityRun:
         return [o for o in self.outcomes if not o.ok]
 
 
-def summarise(outcomes: Sequence[PhotoRepeats], confidence: float = CONFIDENCE) -> dict[ScoreVariant, WithinPhotoSpread]:
+def summarise(outcomes: Sequence[PhotoRepeats],
+              confidence: float = CONFIDENCE) -> dict[ScoreVariant, WithinPhotoSpread]:
     """Every variant scored for all the scored photos, in Table 1's order, with its spread."""
     scored = [o for o in outcomes if o.ok]
     if not scored:
@@ -297,7 +299,7 @@ def summarise(outcomes: Sequence[PhotoRepeats], confidence: float = CONFIDENCE) 
 def run_repeatability(photos: Sequence[Path], bundle: ModelBundle, settings: AppraisalSettings, repeats: int, *,
                       ignored_files: Sequence[str] = (), progress: Callable[[Progress], None] | None = None,
                       on_photo: Callable[[int, PhotoRepeats], None] | None = None) -> RepeatabilityRun:
-    """Appraise ``photos`` ``repeats`` times each with ``settings`` (their own ``repeats`` is replaced) and summarise."""
+    """Appraise ``photos`` ``repeats`` times each with ``settings`` (whose own ``repeats`` is replaced); summarise."""
     from pipeline.appraise import repeat_seeds
 
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
