@@ -124,7 +124,7 @@ def evaluate_command(
 
 def repeatability_command(
     images: Annotated[Path, typer.Option("--images", help="Folder of photos (.jpg, .jpeg, .png, .tif, .tiff).")],
-    repeats: Annotated[int, typer.Option("--repeats", help="K: appraisals of every photo, each with its own seed (>= 2).")],
+    repeats: Annotated[int, typer.Option("--repeats", help="K: appraisals of every photo, one seed each (>= 2).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (written only on success).")],
     bundle: BundleOption = None,
     demo: DemoOption = False,
@@ -145,9 +145,11 @@ def repeatability_command(
     variant), refused.csv and spread_vs_mean.png, and stores the study for the model unless --no-store.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from sqlalchemy.exc import SQLAlchemyError
 
     from db.timeutil import utc_now
     from service.cli.errors import UsageFailure
+    from service.config.settings import redact_url
     from service.outputs import staged_output_dir
     from service.research.repeatability import (
         RepeatabilityInputError,
@@ -169,7 +171,11 @@ def repeatability_command(
     except RepeatabilityInputError as error:
         raise UsageFailure(str(error)) from None
     models, settings, config = _models_and_settings(bundle, demo, store, steps, adapt_steps, device, True)
-    repository = None if no_store else open_repository(config, migrate=True)
+    try:
+        repository = None if no_store else open_repository(config, migrate=True)
+    except SQLAlchemyError as error:
+        raise UsageFailure(f"The database {redact_url(config.effective_database_url)} cannot be opened to store the "
+                           f"study ({str(error).splitlines()[0]}); fix it or use --no-store.") from None
     try:
         per_photo = repeats * (settings.inversion.steps + settings.adaptation.steps)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -194,11 +200,15 @@ def repeatability_command(
             except KeyboardInterrupt:
                 raise UsageFailure("Interrupted; nothing was written or stored.") from None
         created, version = utc_now(), software_version()
-        with staged_output_dir(out) as staging:
-            study_id = None if repository is None else repository.save_repeatability(
-                study_record(run, created_at=created, tool_version=version))
-            record = summary_record(run, created_at=created, tool_version=version, stored_as=study_id)
-            write_outputs(staging, run, record)
+        try:
+            with staged_output_dir(out) as staging:
+                study_id = None if repository is None else repository.save_repeatability(
+                    study_record(run, created_at=created, tool_version=version))
+                record = summary_record(run, created_at=created, tool_version=version, stored_as=study_id)
+                write_outputs(staging, run, record)
+        except SQLAlchemyError as error:
+            raise UsageFailure(f"The study could not be stored ({str(error).splitlines()[0]}); nothing was written. "
+                               "Run again, or with --no-store.") from None
     finally:
         if repository is not None:
             repository.close()
@@ -289,8 +299,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def table1_markdown(rows: Sequence["Table1Row"], header_lines: Sequence[str]) -> str:
     lines = [*header_lines, "",
-             "| method | processing | region | adaptation | erosion order | n | Pearson r | 95 % CI | Spearman ρ | paper r "
-             "| RC |",
+             "| method | processing | region | adaptation | erosion order | n | Pearson r | 95 % CI | Spearman ρ "
+             "| paper r | RC |",
              "|---|---|---|---|---|---:|---:|---|---:|---:|---:|"]
     for row in rows:
         key, s = row.key, row.summary
@@ -298,8 +308,8 @@ def table1_markdown(rows: Sequence["Table1Row"], header_lines: Sequence[str]) ->
         rc = "—" if row.repeatability is None else f"{row.repeatability.rc:.3g}"
         lines.append(f"| {key.method.upper()} | {key.processing} | {key.region} | "
                      f"{'with' if key.adaptation else 'without'} | {key.erosion_order or '—'} "
-                     f"| {s.n} | {_fmt(s.pearson_r)} | [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}] | {_fmt(s.spearman_rho)} | {paper} "
-                     f"| {rc} |")
+                     f"| {s.n} | {_fmt(s.pearson_r)} | [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}] | {_fmt(s.spearman_rho)} "
+                     f"| {paper} | {rc} |")
     return "\n".join(lines) + "\n"
 
 

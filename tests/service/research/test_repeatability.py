@@ -223,3 +223,22 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, monkey
     captured = capsys.readouterr()
     assert captured.err.startswith("cleftscore: ") and expected in captured.err and captured.err.count("\n") == 1
     assert not out.exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(("extra", "env", "message"), [
+    (["--steps", "0"], {}, "--steps: must be at least 1, got 0"),
+    (["--bundle", "b"], {}, "Give either --bundle or --demo, not both."),
+    ([], {"CLEFTSCORE_REPEATS": "0"}, "CLEFTSCORE_REPEATS: must be at least 1, got 0"),
+])
+def test_bad_options_are_refused_before_any_model_is_loaded(extra, env, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLEFTSCORE_DATA_DIR", str(tmp_path / "data"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(images / "fine.png")
+    out = tmp_path / "out"
+    assert main(["repeatability", "--images", str(images), "--repeats", "2", "--out", str(out), *ARGS, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cleftscore: {message}") and err.count("\n") == 1, err
+    assert not out.exists() and not (tmp_path / "data" / "cleftscore.db").exists()
