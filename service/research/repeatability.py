@@ -169,15 +169,28 @@ def visit_repeats(settings: Mapping[str, Any] | None) -> int:
 
 
 def stored_study(config, model_identity: str) -> tuple[RepeatabilityStudy | None, str]:
-    """The latest study stored for ``model_identity`` in the configured database, or None and why not."""
+    """The latest study stored for ``model_identity`` in the configured database, or None and why not.
+
+    Reads only: a missing SQLite file is not created, and a database that cannot be read is a reason."""
+    import sqlalchemy as sa
+
+    from service.config.settings import redact_url
     from service.runtime.database import DatabaseNotReadyError, open_repository
 
+    url = sa.make_url(config.effective_database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return None, f"not available: there is no database at {url.database} (no study has been stored)"
     try:
         repository = open_repository(config, migrate=False)
     except DatabaseNotReadyError as error:
         return None, f"not available: {error}"
+    except sa.exc.SQLAlchemyError as error:
+        return None, (f"not available: the database {redact_url(config.effective_database_url)} cannot be read "
+                      f"({str(error).splitlines()[0]})")
     try:
         study = repository.latest_repeatability(model_identity)
+    except sa.exc.SQLAlchemyError as error:
+        return None, f"not available: the study cannot be read ({str(error).splitlines()[0]})"
     finally:
         repository.close()
     if study is None:

@@ -170,9 +170,10 @@ def test_evaluate_command_writes_every_output_and_reuses_its_cache(store, photos
     assert record["computed_this_run"] == 1 and record["refused"] == 1 and record["inter_rater"]["raters"] == 2
     # No database in this data folder, so no repeatability study: every RC says why it is missing.
     assert record["repeatability"]["available"] is False
-    assert record["repeatability"]["why_not"].startswith("not available: The database")
+    assert record["repeatability"]["why_not"].startswith("not available: there is no database at")
     assert {r["repeatability_coefficient"] for r in table} == {""}
-    assert "RC (repeatability coefficient): not available: The database" in markdown
+    assert "RC (repeatability coefficient): not available: there is no database" in markdown
+    assert not (tmp_path / "data" / "cleftscore.db").exists()  # looking for a study created no database
     table_before = (out / "table1.csv").read_text()
     assert main(args) == 0  # everything from the cache, same numbers
     assert json.loads((out / "evaluation.json").read_text())["computed_this_run"] == 0

@@ -242,3 +242,23 @@ def test_bad_options_are_refused_before_any_model_is_loaded(extra, env, message,
     err = capsys.readouterr().err
     assert err.startswith(f"cleftscore: {message}") and err.count("\n") == 1, err
     assert not out.exists() and not (tmp_path / "data" / "cleftscore.db").exists()
+
+
+def test_stored_study_says_why_none_is_available(tmp_path):
+    from service.config.settings import load_config
+    from service.research.repeatability import stored_study
+    from service.runtime.database import open_repository
+
+    config = load_config({"CLEFTSCORE_DATA_DIR": str(tmp_path / "data")})
+    assert stored_study(config, "sha256:m") == (
+        None, f"not available: there is no database at {tmp_path / 'data' / 'cleftscore.db'} (no study has been stored)")
+    assert not (tmp_path / "data" / "cleftscore.db").exists()
+    open_repository(config, migrate=True).close()
+    study_none, why = stored_study(config, "sha256:m")
+    assert study_none is None and why.startswith("not available: no repeatability study is stored for model sha256:m")
+    repository = open_repository(config, migrate=False)
+    try:
+        repository.save_repeatability(study(0.18))
+    finally:
+        repository.close()
+    assert stored_study(config, "sha256:m") == (study(0.18), "")
