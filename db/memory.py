@@ -33,6 +33,7 @@ from db.records import (
     PatientSummary,
     Photo,
     QueueCounts,
+    RepeatabilityStudy,
     ResultObject,
     Study,
     TimelineEntry,
@@ -62,6 +63,7 @@ class InMemoryRepository:
         self._results: dict[int, ResultObject] = {}
         self._transfers: dict[int, Transfer] = {}
         self._calibrations: list[Calibration] = []
+        self._repeatability: list[RepeatabilityStudy] = []
 
     def _now(self, now: datetime | None) -> datetime:
         return as_utc(self._clock() if now is None else now, "now")
@@ -381,6 +383,20 @@ class InMemoryRepository:
             latest = max(enumerate(self._calibrations), key=lambda item: (item[1].created_at, item[0]),
                          default=None)
             return None if latest is None else latest[1]
+
+    # --- repeatability --------------------------------------------------------------------------
+    def save_repeatability(self, study: RepeatabilityStudy) -> int:
+        if not isinstance(study, RepeatabilityStudy):
+            raise TypeError(f"study must be a RepeatabilityStudy, got {type(study).__name__}")
+        with self._lock:
+            self._repeatability.append(study)
+            return len(self._repeatability)
+
+    def latest_repeatability(self, model_identity: str) -> RepeatabilityStudy | None:
+        with self._lock:
+            mine = [(study.created_at, index, study) for index, study in enumerate(self._repeatability)
+                    if study.model_identity == model_identity]
+            return max(mine, key=lambda item: item[:2], default=(None, None, None))[2]
 
     def close(self) -> None:
         """Nothing to release."""

@@ -138,6 +138,8 @@ class AppraisalRow(Base):
     timings: Mapped[dict[str, Any]]
     pose: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime]
+    #: AppraisalRepeats.to_dict() when the scores are means of K >= 2 normalisations (revision 0002).
+    repeats: Mapped[dict[str, Any] | None]
     scores: Mapped[list[ScoreRowRow]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="ScoreRowRow.id")
 
@@ -195,6 +197,40 @@ class CalibrationRow(Base):
     provenance: Mapped[dict[str, Any]]
 
 
+class RepeatabilityStudyRow(Base):
+    __tablename__ = "repeatability_studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_identity: Mapped[str] = mapped_column(sa.Text, index=True)
+    model_name: Mapped[str] = mapped_column(sa.Text)
+    non_clinical: Mapped[bool]
+    photos: Mapped[int]
+    repeats: Mapped[int]
+    confidence: Mapped[float]
+    created_at: Mapped[datetime]
+    provenance: Mapped[dict[str, Any]]
+    variants: Mapped[list[RepeatabilityVariantRow]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="RepeatabilityVariantRow.id")
+
+
+class RepeatabilityVariantRow(Base):
+    __tablename__ = "repeatability_variants"
+    __table_args__ = (sa.UniqueConstraint("study_id", "method", "processing", "region", "erosion_order",
+                                          "adaptation", name="uq_repeatability_variants_study_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(sa.ForeignKey("repeatability_studies.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(sa.Text)
+    processing: Mapped[str] = mapped_column(sa.Text)
+    region: Mapped[str] = mapped_column(sa.Text)
+    erosion_order: Mapped[str] = mapped_column(sa.Text)
+    adaptation: Mapped[bool]
+    within_sd: Mapped[float]
+    rc: Mapped[float]
+    rc_low: Mapped[float]
+    rc_high: Mapped[float]
+
+
 # --- rows to records ----------------------------------------------------------------------------
 
 _WORK_FIELDS = ("id", "state", "attempts", "max_attempts", "created_at", "updated_at",
@@ -232,23 +268,37 @@ def transfer_record(row: TransferRow) -> r.Transfer:
                       **_fields(row, _WORK_FIELDS))
 
 
+def variant_columns(variant: ScoreVariant) -> dict[str, Any]:
+    """A score variant's columns (scores, repeatability_variants); no erosion order is stored as ""."""
+    return {"method": variant.method.value, "processing": variant.processing.value, "region": variant.region.value,
+            "adaptation": variant.adaptation,
+            "erosion_order": "" if variant.erosion_order is None else variant.erosion_order.value}
+
+
+def row_variant(row: ScoreRowRow | RepeatabilityVariantRow) -> ScoreVariant:
+    return ScoreVariant(row.method, row.processing, row.region, row.adaptation, row.erosion_order or None)
+
+
 def score_row(item: VariantScore) -> ScoreRowRow:
-    """A score as a row; no erosion order is stored as ""."""
-    variant = item.variant
-    return ScoreRowRow(method=variant.method.value, processing=variant.processing.value,
-                       region=variant.region.value, adaptation=variant.adaptation,
-                       erosion_order="" if variant.erosion_order is None else variant.erosion_order.value,
-                       score=item.score)
+    """A score as a row."""
+    return ScoreRowRow(**variant_columns(item.variant), score=item.score)
 
 
 def variant_score(row: ScoreRowRow) -> VariantScore:
-    variant = ScoreVariant(row.method, row.processing, row.region, row.adaptation, row.erosion_order or None)
-    return VariantScore(variant, row.score)
+    return VariantScore(row_variant(row), row.score)
+
+
+def appraisal_row(appraisal: r.NewAppraisal) -> AppraisalRow:
+    fields = vars(appraisal).copy()
+    scores = [score_row(score) for score in fields.pop("scores")]
+    repeats = fields.pop("repeats")
+    return AppraisalRow(**fields, scores=scores, repeats=None if repeats is None else repeats.to_dict())
 
 
 def appraisal_record(row: AppraisalRow) -> r.Appraisal:
     scores = tuple(variant_score(s) for s in row.scores)
-    return r.Appraisal(scores=scores, **_fields(row, (
+    repeats = None if row.repeats is None else r.AppraisalRepeats.from_dict(row.repeats)
+    return r.Appraisal(scores=scores, repeats=repeats, **_fields(row, (
         "id", "photo_id", "job_id", "model_name", "model_id_hash", "non_clinical", "status",
         "failure_reason", "settings", "timings", "pose", "created_at")))
 
@@ -276,3 +326,19 @@ def calibration_record(row: CalibrationRow) -> r.Calibration:
                          "`cleftscore calibrate`")
     kept = {name: provenance.pop(name) for name in r.CALIBRATION_PROVENANCE_FIELDS}
     return r.Calibration(**_fields(row, _CALIBRATION_COLUMNS), **kept, provenance=provenance)
+
+
+_STUDY_COLUMNS = ("model_identity", "model_name", "non_clinical", "photos", "repeats", "confidence", "created_at",
+                  "provenance")
+_FIGURES = ("within_sd", "rc", "rc_low", "rc_high")
+
+
+def repeatability_row(study: r.RepeatabilityStudy) -> RepeatabilityStudyRow:
+    variants = [RepeatabilityVariantRow(**variant_columns(v.variant), **{name: getattr(v, name) for name in _FIGURES})
+                for v in study.variants]
+    return RepeatabilityStudyRow(**{name: getattr(study, name) for name in _STUDY_COLUMNS}, variants=variants)
+
+
+def repeatability_record(row: RepeatabilityStudyRow) -> r.RepeatabilityStudy:
+    variants = tuple(r.VariantRepeatability(row_variant(v), **_fields(v, _FIGURES)) for v in row.variants)
+    return r.RepeatabilityStudy(variants=variants, **_fields(row, _STUDY_COLUMNS))

@@ -9,7 +9,9 @@ treat them as read-only.
 
 from __future__ import annotations
 
+import math
 import re
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -164,10 +166,55 @@ class IntakeResult:
 
 
 @dataclass(frozen=True)
+class AppraisalRepeats:
+    """The K >= 2 normalisations behind a succeeded appraisal (``CLEFTSCORE_REPEATS``): each one's
+    inversion seed and primary score; the appraisal's scores are the means over the repeats."""
+
+    seeds: tuple[int, ...]
+    primary_scores: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        set_field(self, "seeds", tuple(self.seeds))
+        set_field(self, "primary_scores", tuple(self.primary_scores))
+        if len(self.seeds) < 2 or len(self.seeds) != len(self.primary_scores):
+            raise ValueError(f"repeats need K >= 2 seeds and one primary score each, got {len(self.seeds)} seeds "
+                             f"and {len(self.primary_scores)} scores")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise ValueError(f"seeds must be non-negative integers, got {seed!r}")
+        for score in self.primary_scores:
+            require_finite(score, "primary_scores")
+        set_field(self, "primary_scores", tuple(float(v) for v in self.primary_scores))
+
+    @property
+    def count(self) -> int:
+        """K, the number of repeats."""
+        return len(self.seeds)
+
+    @property
+    def primary_mean(self) -> float:
+        return statistics.fmean(self.primary_scores)
+
+    @property
+    def primary_sd(self) -> float:
+        """Sample standard deviation of the K primary scores (K − 1 denominator)."""
+        return statistics.stdev(self.primary_scores)
+
+    def to_dict(self) -> JsonObject:
+        return {"count": self.count, "seeds": list(self.seeds), "primary_scores": list(self.primary_scores)}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> AppraisalRepeats:
+        return cls(tuple(record["seeds"]), tuple(record["primary_scores"]))
+
+
+@dataclass(frozen=True)
 class NewAppraisal:
     """The outcome of scoring one photo with one model; failed ones carry a reason and no scores.
 
     ``scores``: one :class:`pipeline.vocabulary.VariantScore` per grid cell computed.
+    ``repeats``: present when the scores are means of K >= 2 normalisations; then the primary
+    score is the mean of ``repeats.primary_scores``.
     """
 
     photo_id: int
@@ -182,6 +229,7 @@ class NewAppraisal:
     timings: JsonObject = field(default_factory=dict)
     pose: JsonObject | None = None
     scores: tuple[VariantScore, ...] = ()
+    repeats: AppraisalRepeats | None = None
 
     def __post_init__(self) -> None:
         require_text(self.model_name, "model_name")
@@ -203,6 +251,13 @@ class NewAppraisal:
             raise ValueError("scores contain the same variant twice")
         for name in ("settings", "timings", "pose"):
             set_field(self, name, json_object(getattr(self, name), name))
+        if self.repeats is not None:
+            if not isinstance(self.repeats, AppraisalRepeats):
+                raise TypeError(f"repeats must be AppraisalRepeats, got {type(self.repeats).__name__}")
+            primary = self.primary_score
+            if primary is None or not math.isclose(self.repeats.primary_mean, primary, rel_tol=1e-9, abs_tol=1e-12):
+                raise ValueError(f"the primary score {primary!r} is not the mean of the repeats' primary scores "
+                                 f"{list(self.repeats.primary_scores)}")
 
     def score(self, variant: ScoreVariant) -> float | None:
         """The score of ``variant``, or None when it was not computed."""
@@ -330,6 +385,85 @@ class Calibration:
     def rating(self, score: float) -> float:
         """The calibrated rating intercept + slope·score (no interval; see calibrated_rating)."""
         return self.intercept + self.slope * score
+
+
+# --- repeatability ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VariantRepeatability:
+    """One score variant's repeatability in a study: the pooled within-photo standard deviation
+    and the repeatability coefficient RC = 1.96·√2·SD with its confidence interval
+    (:mod:`service.research.repeatability`)."""
+
+    variant: ScoreVariant
+    within_sd: float
+    rc: float
+    rc_low: float
+    rc_high: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.variant, ScoreVariant):
+            raise TypeError(f"variant must be a ScoreVariant, got {type(self.variant).__name__}")
+        for name in ("within_sd", "rc", "rc_low", "rc_high"):
+            require_finite(getattr(self, name), name)
+            set_field(self, name, float(getattr(self, name)))
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.rc_low <= self.rc <= self.rc_high:
+            raise ValueError(f"the interval [{self.rc_low!r}, {self.rc_high!r}] must contain rc {self.rc!r}")
+
+
+@dataclass(frozen=True)
+class RepeatabilityStudy:
+    """How far one photo's scores spread when it is appraised again with other seeds, for one model.
+
+    ``photos`` (n) photos were each appraised ``repeats`` (K >= 2) times with one normalisation
+    each; every variant's pooled within-photo SD has n(K − 1) degrees of freedom and its RC
+    interval the level ``confidence``. Scores compare only within one model identity, so a study
+    applies to that model's results only. ``provenance``: the photos' SHA-256 hashes, the seeds,
+    the appraisal settings, the tool version. Made by :mod:`service.research.repeatability`.
+    """
+
+    model_identity: str
+    model_name: str
+    non_clinical: bool
+    photos: int
+    repeats: int
+    confidence: float
+    variants: tuple[VariantRepeatability, ...]
+    created_at: datetime
+    provenance: JsonObject = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require_text(self.model_identity, "model_identity")
+        require_text(self.model_name, "model_name")
+        if not isinstance(self.non_clinical, bool):
+            raise TypeError(f"non_clinical must be a bool, got {type(self.non_clinical).__name__}")
+        for name, least in (("photos", 1), ("repeats", 2)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        require_finite(self.confidence, "confidence")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must lie in (0, 1), got {self.confidence!r}")
+        set_field(self, "variants", tuple(self.variants))
+        if not self.variants or not all(isinstance(v, VariantRepeatability) for v in self.variants):
+            raise ValueError("variants must be a non-empty sequence of VariantRepeatability records")
+        keys = [v.variant for v in self.variants]
+        if len(set(keys)) != len(keys):
+            raise ValueError("variants contain the same score variant twice")
+        set_field(self, "created_at", as_utc(self.created_at, "created_at"))
+        set_field(self, "provenance", json_object(self.provenance, "provenance"))
+
+    @property
+    def degrees_of_freedom(self) -> int:
+        """n(K − 1), the degrees of freedom of the pooled within-photo variance."""
+        return self.photos * (self.repeats - 1)
+
+    def for_variant(self, variant: ScoreVariant) -> VariantRepeatability | None:
+        """The variant's figures, or None when the study did not score it."""
+        return next((v for v in self.variants if v.variant == variant), None)
 
 
 # --- query results ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from db.records import (
     PatientSummary,
     Photo,
     QueueCounts,
+    RepeatabilityStudy,
     ResultObject,
     Study,
     TimelineEntry,
@@ -141,6 +142,15 @@ class Repository(Protocol):
 
     def latest_calibration(self) -> Calibration | None:
         """The calibration with the latest created_at (ties: the last saved), or None."""
+        ...
+
+    # --- repeatability --------------------------------------------------------------------------
+    def save_repeatability(self, study: RepeatabilityStudy) -> int:
+        """Store a repeatability study (with its per-variant figures); returns its id."""
+        ...
+
+    def latest_repeatability(self, model_identity: str) -> RepeatabilityStudy | None:
+        """The study of ``model_identity`` with the latest created_at (ties: the last saved), or None."""
         ...
 
     def close(self) -> None: ...

@@ -38,6 +38,7 @@ from db.records import (
     PatientSummary,
     Photo,
     QueueCounts,
+    RepeatabilityStudy,
     ResultObject,
     Study,
     TimelineEntry,
@@ -253,8 +254,6 @@ class SqlRepository:
     # --- appraisals and results -----------------------------------------------------------------
     def save_appraisal(self, appraisal: NewAppraisal, *,
                        worker_id: str | None = None) -> Appraisal:
-        fields = vars(appraisal).copy()
-        scores = [m.score_row(score) for score in fields.pop("scores")]
         with self._session(write=True) as s:
             self._load(s, m.PhotoRow, appraisal.photo_id, "photo")
             if appraisal.job_id is None:
@@ -271,7 +270,7 @@ class SqlRepository:
                 if s.scalars(sa.select(m.AppraisalRow.id).where(
                         m.AppraisalRow.job_id == job.id)).first() is not None:
                     raise ConflictError(f"job {job.id} already has an appraisal")
-            row = m.AppraisalRow(**fields, scores=scores)
+            row = m.appraisal_row(appraisal)
             s.add(row)
             s.flush()
             return m.appraisal_record(row)
@@ -405,3 +404,21 @@ class SqlRepository:
             row = s.scalars(sa.select(m.CalibrationRow).order_by(
                 m.CalibrationRow.created_at.desc(), m.CalibrationRow.id.desc()).limit(1)).first()
             return None if row is None else m.calibration_record(row)
+
+    # --- repeatability --------------------------------------------------------------------------
+    def save_repeatability(self, study: RepeatabilityStudy) -> int:
+        if not isinstance(study, RepeatabilityStudy):
+            raise TypeError(f"study must be a RepeatabilityStudy, got {type(study).__name__}")
+        with self._session(write=True) as s:
+            row = m.repeatability_row(study)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def latest_repeatability(self, model_identity: str) -> RepeatabilityStudy | None:
+        with self._session(write=False) as s:
+            row = s.scalars(sa.select(m.RepeatabilityStudyRow)
+                            .where(m.RepeatabilityStudyRow.model_identity == model_identity)
+                            .order_by(m.RepeatabilityStudyRow.created_at.desc(), m.RepeatabilityStudyRow.id.desc())
+                            .limit(1)).first()
+            return None if row is None else m.repeatability_record(row)

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import re
+import statistics
 from pathlib import Path
 from typing import Annotated
 
@@ -50,33 +51,52 @@ def patients_command(as_json: Annotated[bool, typer.Option("--json", help="Machi
 
 def timeline_rows(repository, patient_id: str, issuer: str) -> list[dict]:
     """Every succeeded appraisal of a patient in acquisition order, with changes since
-    the first (baseline) and the previous visit scored with the same model."""
+    the first (baseline) and the previous visit scored with the same model, each judged
+    against that model's stored repeatability study (:func:`service.research.repeatability.judge_change`)."""
     from service.reports.assemble import calibration_for
     from service.research.calibration import calibrated_rating
+    from service.research.repeatability import judge_change, visit_repeats
 
     calibration = repository.latest_calibration()
+    studies: dict[str, object] = {}
     rows: list[dict] = []
-    first: dict[str, float] = {}
-    previous: dict[str, float] = {}
+    first: dict[str, tuple[float, int]] = {}
+    previous: dict[str, tuple[float, int]] = {}
     for entry in repository.timeline(patient_id, issuer):
         appraisal = entry.appraisal
         score = appraisal.primary_score
         if score is None:
             continue
         model = appraisal.model_id_hash
+        if model not in studies:
+            studies[model] = repository.latest_repeatability(model)
         fit = calibration_for(calibration, model)
         calibrated = calibrated_rating(fit, score) if fit else None
+        repeats = visit_repeats(appraisal.settings)
+
+        def change(since: dict[str, tuple[float, int]]) -> tuple[float | None, dict | None]:
+            if model not in since:
+                return None, None
+            earlier, earlier_repeats = since[model]
+            judged = judge_change(score - earlier, studies[model], repeats=(earlier_repeats, repeats))
+            return judged.change, judged.to_dict()
+
+        since_baseline, baseline_judgement = change(first)
+        since_previous, previous_judgement = change(previous)
         rows.append({
             "appraisal_id": appraisal.id, "at": entry.at.isoformat() if entry.at else None,
             "study_description": entry.study.study_description, "score": score,
-            "change_since_baseline": score - first[model] if model in first else None,
-            "change_since_previous": score - previous[model] if model in previous else None,
+            "change_since_baseline": since_baseline, "change_since_previous": since_previous,
+            "change_since_baseline_vs_noise": baseline_judgement,
+            "change_since_previous_vs_noise": previous_judgement,
+            "repeats": repeats,
+            "repeat_primary_scores": None if appraisal.repeats is None else list(appraisal.repeats.primary_scores),
             "calibrated": None if calibrated is None else calibrated.to_dict(),
             "model": appraisal.model_name, "model_identity": model, "non_clinical": appraisal.non_clinical,
             "scores": [s.to_dict() for s in appraisal.scores],
         })
-        first.setdefault(model, score)
-        previous[model] = score
+        first.setdefault(model, (score, repeats))
+        previous[model] = (score, repeats)
     return rows
 
 
@@ -86,7 +106,8 @@ def timeline_command(
     as_json: Annotated[bool, typer.Option("--json", help="Every score, machine-readable.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the trend chart to this PNG file.")] = None,
 ) -> None:
-    """A patient's appraisals in date order: primary score, change since baseline and previous visit."""
+    """A patient's appraisals in date order: primary score, change since baseline and previous visit,
+    and whether each change exceeds the model's repeatability coefficient (measurement noise)."""
     from pipeline.errors import PipelineError
 
     repository = _repository()
@@ -110,11 +131,15 @@ def timeline_command(
         return
     for row in rows:
         change = "" if row["change_since_baseline"] is None else (
-            f"  Δbaseline {row['change_since_baseline']:+.3f}  Δprevious {row['change_since_previous']:+.3f}")
+            f"  Δbaseline {row['change_since_baseline']:+.3f} ({row['change_since_baseline_vs_noise']['text']})"
+            f"  Δprevious {row['change_since_previous']:+.3f} ({row['change_since_previous_vs_noise']['text']})")
         calibrated = "" if row["calibrated"] is None else (
             f"  rating {row['calibrated']['value']:.1f} [{row['calibrated']['low']:.1f}, {row['calibrated']['high']:.1f}]")
         label = "  NON-CLINICAL" if row["non_clinical"] else ""
-        typer.echo(f"{row['at'] or 'date unknown'}  {row['study_description'] or '-'}  S={row['score']:.3f}{change}{calibrated}{label}")
+        spread = "" if not row["repeat_primary_scores"] else (
+            f" (mean of {row['repeats']} repeats ± {statistics.stdev(row['repeat_primary_scores']):.3f} SD)")
+        typer.echo(f"{row['at'] or 'date unknown'}  {row['study_description'] or '-'}  S={row['score']:.3f}{spread}"
+                   f"{change}{calibrated}{label}")
 
 
 def calibrate_command(

@@ -1,8 +1,9 @@
-"""``cleftscore evaluate`` (paper Table 1 on rated photos) and ``cleftscore simulate`` (implanted defects).
+"""``cleftscore evaluate`` (paper Table 1 on rated photos), ``cleftscore repeatability`` (the score's
+measurement noise) and ``cleftscore simulate`` (implanted defects).
 
-The computing lives in :mod:`service.research.evaluate` and :mod:`service.research.simulate`; this
-module holds the commands and the evaluation's presentation (table1.md, the
-scatter plots of paper Fig. 11, the heatmap gallery).
+The computing lives in :mod:`service.research.evaluate`, :mod:`service.research.repeatability` and
+:mod:`service.research.simulate`; this module holds the commands and the evaluation's presentation
+(table1.md, the scatter plots of paper Fig. 11, the heatmap gallery).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate_command)
+    app.command("repeatability")(repeatability_command)
     app.command("simulate")(simulate_command)
 
 
@@ -50,7 +52,7 @@ def _models_and_settings(bundle: str | None, demo: bool, store: Path | None, ste
     orders = BOTH_EROSION_ORDERS if both_orders else (ErosionOrder.DIFF_THEN_ERODE,)
     settings = settings_from(config, erosion_orders=orders, lpips_heatmaps=True)
     models = open_bundle(store or config.models_dir, config.bundle, demo=config.demo, device=settings.device)
-    return models, settings
+    return models, settings, config
 
 
 def evaluate_command(
@@ -76,7 +78,14 @@ def evaluate_command(
     """
     from service.cli.errors import UsageFailure
     from service.outputs import staged_output_dir, write_png
-    from service.research.evaluate import EvaluationInputError, read_ratings, run_evaluation, write_text_outputs
+    from service.research.evaluate import (
+        EvaluationInputError,
+        read_ratings,
+        run_evaluation,
+        with_repeatability,
+        write_text_outputs,
+    )
+    from service.research.repeatability import stored_study
 
     if bootstrap < 1:
         raise UsageFailure(f"--bootstrap must be at least 1, got {bootstrap}.")
@@ -84,7 +93,8 @@ def evaluate_command(
         read_ratings(ratings, images)  # refuse bad inputs before loading the models
     except EvaluationInputError as error:
         raise UsageFailure(str(error)) from None
-    models, settings = _models_and_settings(bundle, demo, store, steps, adapt_steps, device, both_erosion_orders)
+    models, settings, config = _models_and_settings(bundle, demo, store, steps, adapt_steps, device,
+                                                    both_erosion_orders)
 
     def announce(event) -> None:
         typer.echo(f"[{event.index}/{event.total}] {event.file}: {event.status}")
@@ -96,6 +106,7 @@ def evaluate_command(
     except KeyboardInterrupt:
         raise UsageFailure(f"Interrupted; finished photos are cached in {out / 'cache'}. "
                            "Run the same command again to resume.") from None
+    run = with_repeatability(run, *stored_study(config, run.model.identity))
     label = run.model.label
     with staged_output_dir(out) as staging:
         write_text_outputs(staging, run)
@@ -104,9 +115,112 @@ def evaluate_command(
         write_png(staging / "gallery.png", gallery(run.outcomes, label))
     primary = next((row for row in run.rows if row.key == PRIMARY_VARIANT), None)
     summary = "" if primary is None else f"; primary variant r = {_fmt(primary.summary.pearson_r)}"
+    if primary is not None and primary.repeatability is not None:
+        summary += f", repeatability coefficient {_fmt(primary.repeatability.rc)}"
     typer.echo(f"{len(run.outcomes)} photos ({run.computed} appraised now, {len(run.outcomes) - run.computed} from the cache): "
                f"{run.scored} scored, {len(run.refused)} refused and excluded (failures.csv){summary} → {out}"
                + (f"  [{label}]" if label else ""))
+
+
+def repeatability_command(
+    images: Annotated[Path, typer.Option("--images", help="Folder of photos (.jpg, .jpeg, .png, .tif, .tiff).")],
+    repeats: Annotated[int, typer.Option("--repeats", help="K: appraisals of every photo, one seed each (>= 2).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (written only on success).")],
+    bundle: BundleOption = None,
+    demo: DemoOption = False,
+    steps: StepsOption = None,
+    adapt_steps: AdaptOption = None,
+    device: DeviceOption = None,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Do not store the study in the database (stored by "
+                                                              "default, for this model's timelines, reports and "
+                                                              "evaluations).")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Measure how far the score of one photo moves when it is appraised again with other seeds.
+
+    Every photo is preprocessed once and normalised K times (seeds: the inversion seed, +1, …; one
+    inversion and adaptation each, whatever CLEFTSCORE_REPEATS says). For every Table 1 variant:
+    the pooled within-photo SD and the repeatability coefficient RC = 2.77 × SD with its 95 %
+    interval. Writes OUT/repeatability.json, repeatability.md, repeats.csv (every photo × repeat ×
+    variant), refused.csv and spread_vs_mean.png, and stores the study for the model unless --no-store.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.timeutil import utc_now
+    from service.cli.errors import UsageFailure
+    from service.config.settings import redact_url
+    from service.outputs import staged_output_dir
+    from service.research.repeatability import (
+        RepeatabilityInputError,
+        check_readable,
+        find_photos,
+        run_repeatability,
+        study_record,
+        summary_record,
+        write_outputs,
+    )
+    from service.runtime.database import open_repository
+    from service.runtime.results import software_version
+
+    if repeats < 2:
+        raise UsageFailure(f"--repeats must be at least 2 (one appraisal has no spread), got {repeats}.")
+    try:
+        photos, ignored = find_photos(images)
+        check_readable(photos)  # refuse bad inputs before loading the models
+    except RepeatabilityInputError as error:
+        raise UsageFailure(str(error)) from None
+    models, settings, config = _models_and_settings(bundle, demo, store, steps, adapt_steps, device, True)
+    try:
+        repository = None if no_store else open_repository(config, migrate=True)
+    except SQLAlchemyError as error:
+        raise UsageFailure(f"The database {redact_url(config.effective_database_url)} cannot be opened to store the "
+                           f"study ({str(error).splitlines()[0]}); fix it or use --no-store.") from None
+    try:
+        per_photo = repeats * (settings.inversion.steps + settings.adaptation.steps)
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeRemainingColumn())
+        with Progress(*columns, transient=True) as bar:
+            photo_task = bar.add_task("photos", total=len(photos))
+            step_task = bar.add_task(photos[0].name, total=per_photo)
+
+            def photo_done(index: int, outcome) -> None:
+                status = "scored" if outcome.ok else f"refused ({outcome.reason})"
+                bar.console.print(f"[{index}/{len(photos)}] {outcome.file}: {status}", markup=False, highlight=False,
+                                  soft_wrap=True)
+                bar.update(photo_task, completed=index)
+                if index < len(photos):
+                    bar.reset(step_task, total=per_photo, description=photos[index].name)
+
+            try:
+                run = run_repeatability(photos, models, settings, repeats, ignored_files=ignored,
+                                        progress=lambda _step: bar.advance(step_task), on_photo=photo_done)
+            except RepeatabilityInputError as error:
+                raise UsageFailure(str(error)) from None
+            except KeyboardInterrupt:
+                raise UsageFailure("Interrupted; nothing was written or stored.") from None
+        created, version = utc_now(), software_version()
+        try:
+            with staged_output_dir(out) as staging:
+                study_id = None if repository is None else repository.save_repeatability(
+                    study_record(run, created_at=created, tool_version=version))
+                record = summary_record(run, created_at=created, tool_version=version, stored_as=study_id)
+                write_outputs(staging, run, record)
+        except SQLAlchemyError as error:
+            raise UsageFailure(f"The study could not be stored ({str(error).splitlines()[0]}); nothing was written. "
+                               "Run again, or with --no-store.") from None
+    finally:
+        if repository is not None:
+            repository.close()
+    primary = run.spreads.get(PRIMARY_VARIANT)
+    figures = "" if primary is None else (
+        f"; primary variant within-photo SD {primary.within_sd:.4g}, repeatability coefficient {primary.rc:.4g} "
+        f"[{primary.rc_low:.4g}, {primary.rc_high:.4g}]")
+    stored = (f"; stored as study {study_id} for model {run.model.identity[:12]}" if study_id is not None
+              else "; not stored (--no-store)")
+    label = run.model.label
+    typer.echo(f"{len(run.scored)} photos × {repeats} repeats ({len(run.refused)} refused and excluded){figures}"
+               f"{stored} → {out}" + (f"  [{label}]" if label else ""))
 
 
 def simulate_command(
@@ -140,7 +254,7 @@ def simulate_command(
         settings = sim.SimulationSettings(faces=faces, levels=levels, seed=seed, psi=psi, side=CleftSide(side))
     except (TypeError, ValueError) as error:
         raise UsageFailure(f"Invalid simulation settings: {error}.") from None
-    models, appraisal = _models_and_settings(bundle, demo, store, steps, adapt_steps, device, True)
+    models, appraisal, _ = _models_and_settings(bundle, demo, store, steps, adapt_steps, device, True)
 
     def announce(face: int, level: int, done: int) -> None:
         typer.echo(f"[{done}/{faces * (levels + 1)}] face {face}, level {level}")
@@ -185,14 +299,17 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 def table1_markdown(rows: Sequence["Table1Row"], header_lines: Sequence[str]) -> str:
     lines = [*header_lines, "",
-             "| method | processing | region | adaptation | erosion order | n | Pearson r | 95 % CI | Spearman ρ | paper r |",
-             "|---|---|---|---|---|---:|---:|---|---:|---:|"]
+             "| method | processing | region | adaptation | erosion order | n | Pearson r | 95 % CI | Spearman ρ "
+             "| paper r | RC |",
+             "|---|---|---|---|---|---:|---:|---|---:|---:|---:|"]
     for row in rows:
         key, s = row.key, row.summary
         paper = "" if row.paper_r100 is None else f"{row.paper_r100 / 100:.3f}"
+        rc = "—" if row.repeatability is None else f"{row.repeatability.rc:.3g}"
         lines.append(f"| {key.method.upper()} | {key.processing} | {key.region} | "
                      f"{'with' if key.adaptation else 'without'} | {key.erosion_order or '—'} "
-                     f"| {s.n} | {_fmt(s.pearson_r)} | [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}] | {_fmt(s.spearman_rho)} | {paper} |")
+                     f"| {s.n} | {_fmt(s.pearson_r)} | [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}] | {_fmt(s.spearman_rho)} "
+                     f"| {paper} | {rc} |")
     return "\n".join(lines) + "\n"
 
 
@@ -217,6 +334,16 @@ def report_header(run: "EvaluationRun") -> list[str]:
         "without adaptation, for PSE +both only. The paper does not tie its numbers to an erosion order (the arXiv "
         "text erodes before differencing, the journal after), so they are printed beside both orders.",
     ]
+    study = run.repeatability
+    if study is not None:
+        lines.append(f"- RC: each variant's repeatability coefficient (2.77 × within-photo SD: two appraisals of one "
+                     f"photo differ by less in 95 % of cases) from the repeatability study stored for this model "
+                     f"({study.photos} photos × {study.repeats} repeats, {study.created_at:%Y-%m-%d}"
+                     + (", non-clinical" if study.non_clinical else "") + "). A useful variant correlates with the "
+                     "ratings and has an RC small against the spread of scores between photos."
+                     + (f" Note: {run.repeatability_note}." if run.repeatability_note else ""))
+    else:
+        lines.append(f"- RC (repeatability coefficient): {run.repeatability_note}.")
     if run.agreement is not None:
         a = run.agreement
         lines.append(f"- Inter-rater agreement ({a.raters} raters, {a.photos} photos, {a.complete_photos} rated by all): "

@@ -39,7 +39,7 @@ def resolve_device(requested: str) -> str:
 
 def settings_from(config: ServiceConfig, *, erosion_orders: tuple[ErosionOrder, ...] = (ErosionOrder.DIFF_THEN_ERODE,),
                   lpips_heatmaps: bool = True) -> AppraisalSettings:
-    """The appraisal settings for ``config`` (steps, mode and device; the device resolved).
+    """The appraisal settings for ``config`` (steps, repeats, mode and device; the device resolved).
 
     ``erosion_orders`` and ``lpips_heatmaps`` are the command's own choices (the evaluation
     scores both orders; ``score --no-lpips-heatmaps`` skips the LPIPS maps).
@@ -51,4 +51,5 @@ def settings_from(config: ServiceConfig, *, erosion_orders: tuple[ErosionOrder, 
         lpips_heatmaps=lpips_heatmaps,
         device=resolve_device(config.device),
         mode=NormalizationMode(config.mode),
+        repeats=config.repeats,
     )

@@ -152,6 +152,8 @@ class ServiceConfig(BaseSettings):
     allowed_addresses: Annotated[tuple[Network, ...], NoDecode, PlainValidator(_as_value_error(_networks))] = ()
     inversion_steps: Annotated[int, Field(ge=1)] = 2000
     adaptation_steps: Annotated[int, Field(ge=1)] = 50
+    #: Normalisations per photo, each with its own seed; the score is their mean (1 = the paper's single run).
+    repeats: Annotated[int, Field(ge=1)] = 1
     #: Inversion schedule: "paper" (method.md 2a as published) or "fast" (pipeline.normalize.schedules).
     mode: Annotated[Literal["paper", "fast"], BeforeValidator(_lower)] = "paper"
     device: Annotated[str, BeforeValidator(_lower), AfterValidator(_device)] = "auto"

@@ -2,8 +2,8 @@
 
 The report builder (:mod:`service.reports.pdf`) knows nothing of SQL or DICOM; this
 module gathers what it shows: the patient and study from the photo, the images and
-scores from the appraisal, the patient's timeline and the latest calibration from
-the repository.
+scores from the appraisal, the patient's timeline, the latest calibration and the
+model's latest repeatability study from the repository.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from service.reports.request import (
     ReportStudy,
     TimelinePoint,
 )
+from service.research.repeatability import visit_repeats
 from service.runtime.intake import UNIDENTIFIED_ISSUER, UNIDENTIFIED_PATIENT_ID
 from service.runtime.results import software_version
 
@@ -81,7 +82,7 @@ def make_report_pdf(repository: Repository, request: ReportRequest, local_timezo
             timeline.append(TimelinePoint(
                 when=entry.at or entry.appraisal.created_at, score=score,
                 study_description=entry.study.study_description, is_current=entry.appraisal.id == appraisal.id,
-                model_identity=entry.appraisal.model_id_hash,
+                model_identity=entry.appraisal.model_id_hash, repeats=visit_repeats(entry.appraisal.settings),
             ))
     model = ReportModel(name=appraisal.model_name, identity=appraisal.model_id_hash, non_clinical=appraisal.non_clinical,
                         software_version=software_version(), settings=dict(appraisal.settings or {}),
@@ -89,16 +90,20 @@ def make_report_pdf(repository: Repository, request: ReportRequest, local_timezo
     result = request.result
     calibration = calibration_for(repository.latest_calibration(), appraisal.model_id_hash)
     notes = tuple(dict.fromkeys((*context.text_notes, *request.notes)))
+    repeatability = repository.latest_repeatability(appraisal.model_id_hash)
     if result is None:
         data = ReportInput(patient=patient, study=study, model=model, images=None, scores=(), primary_score=None,
                            timeline=tuple(timeline), calibration=calibration,
                            failure_reason=request.failure_reason or appraisal.failure_reason, pose=None,
-                           generated_at=request.created_at, failure_code=request.failure_code, notes=notes)
+                           generated_at=request.created_at, failure_code=request.failure_code, notes=notes,
+                           repeatability=repeatability)
         return build_report_pdf(data)
     data = ReportInput(
         patient=patient, study=study, model=model, images=report_images(request.photo_rgb, result),
         scores=result.scores, primary_score=result.primary_score, timeline=tuple(timeline),
         calibration=calibration, failure_reason=None,
         pose=result.preprocessing.pose.to_dict(), generated_at=request.created_at, notes=notes,
+        repeatability=repeatability,
+        primary_repeats=() if result.repeats is None else result.repeats.primary_scores,
     )
     return build_report_pdf(data)

@@ -8,6 +8,7 @@ trend chart with the visit list, meaning and limits, all score variants, model.
 from __future__ import annotations
 
 import io
+import statistics
 from dataclasses import dataclass
 
 from reportlab.lib import colors
@@ -32,6 +33,7 @@ from service.reports import charts as rc
 from service.reports.advice import ADVICE, RETAKE
 from service.reports.request import SEX_NAMES, ReportInput
 from service.research.calibration import calibrated_rating
+from service.research.repeatability import judge_change, significant_decimals
 
 # --------------------------------------------------------------------------- images
 
@@ -196,9 +198,16 @@ def _pose_text(data: ReportInput) -> str:
     return ", ".join(parts) + f" (0° = facing the camera{bound})"
 
 
+def _repeats_text(repeats: tuple[float, ...]) -> str:
+    """'mean of 3 repeats ± 0.052 (SD)' for a score averaged over K >= 2 normalisations."""
+    spread = statistics.stdev(repeats)
+    return f"mean of {len(repeats)} repeats ± {rc.format_number(spread, significant_decimals(spread))} (SD)"
+
+
 def _result(data: ReportInput, st, width: float) -> list:
     score, calibration = data.primary_score, data.calibration
-    rows = [("Score S (primary result)", [_p(rc.format_score(score), st["big"]), _p(
+    spread = [_p(_repeats_text(data.primary_repeats), st["body"])] if data.primary_repeats else []
+    rows = [("Score S (primary result)", [_p(rc.format_score(score), st["big"]), *spread, _p(
         "Squared error in YCbCr after 3×3 erosion, mouth and nose region, with model adaptation. Higher = closer "
         "to the model's idea of a normal face. No units; no fixed normal range.", st["small"])])]
     rating = "not calibrated: no calibration against human ratings is set up for this model"
@@ -206,14 +215,18 @@ def _result(data: ReportInput, st, width: float) -> list:
         value, _, rest = rc.format_rating(calibrated_rating(calibration, score)).partition(" ")
         rating = Paragraph(_b(value) + " " + rc.markup(rest), st["body"])
     rows.append(("Calibrated rating, 1–7 scale (1 = most abnormal, 7 = almost normal)", rating))
-    changes = rc.score_changes(data.comparable_timeline())
+    points = data.comparable_timeline()
+    changes = rc.score_changes(points)
+    now = next((point for point in points if point.is_current), None)
     for label, ref, delta in (("first visit (baseline)", changes.baseline, changes.since_baseline),
                               ("previous visit", changes.previous, changes.since_previous)):
         text = "none: this is the first visit scored with this model"
         if delta is not None:
+            judged = judge_change(delta, data.repeatability, repeats=(ref.repeats, now.repeats))
             text = _b(rc.format_change(delta)) + rc.markup(
                 f" since {rc.format_date(ref.when.date())} (+ = closer to normal)" +
-                (f"; {rc.format_change(calibration.slope * delta, 1)} rating points" if calibration else ""))
+                (f"; {rc.format_change(calibration.slope * delta, 1)} rating points" if calibration else "") +
+                f"; {judged.text}")
             text = Paragraph(text, st["body"])
         rows.append((f"Change since {label}", text))
     if data.pose:
@@ -290,7 +303,12 @@ def _trend(data: ReportInput, assets: ReportAssets, st, width: float) -> list:
     head = ["Visit date", "Study", "Score S", *(["Rating (1–7)"] if calibration else []), "Change from previous visit"]
     rows = [[_p(text, st["cellb"]) for text in head]]
     for i, point in enumerate(points):
-        change = "—" if i == 0 else rc.format_change(point.score - points[i - 1].score)
+        change = "—"
+        if i > 0:
+            delta = point.score - points[i - 1].score
+            judged = judge_change(delta, data.repeatability, repeats=(points[i - 1].repeats, point.repeats))
+            noise = {True: " (exceeds RC)", False: " (within noise)", None: ""}[judged.exceeds]
+            change = rc.format_change(delta) + noise
         rating = [rc.format_number(calibration.rating(point.score), 1)] if calibration else []
         cells = [rc.format_date(point.when.date()) + (" (this visit)" if point.is_current else ""),
                  shown(point.study_description, "description") or "—", rc.format_score(point.score), *rating, change]
@@ -320,6 +338,23 @@ def _meaning(data: ReportInput, st) -> list:
         "In the paper the score correlated with mean ratings by human raters (Pearson r = 0.89 on 125 faces). "
         "It is not a validated clinical device.",
     ]
+    study = data.repeatability
+    if study is not None:
+        primary = study.for_variant(PRIMARY_VARIANT)
+        shown = lambda value: rc.format_number(value, significant_decimals(value))  # noqa: E731
+        figures = "" if primary is None else (
+            f" the within-photo SD of S was {shown(primary.within_sd)} and the repeatability coefficient "
+            f"RC = 2.77 × SD = {shown(primary.rc)} ({study.confidence * 100:.0f} % interval {shown(primary.rc_low)}"
+            f"–{shown(primary.rc_high)});")
+        texts.append("Repeatability: appraising the same photo again gives a slightly different S, because the search "
+                     f"for the normal face starts from random noise. In a study of {study.photos} photos × "
+                     f"{study.repeats} repeats with this model ({rc.format_date(study.created_at.date())}"
+                     + (", non-clinical" if study.non_clinical else "") + f"),{figures} two appraisals of one photo "
+                     "differ by less than RC in 95 % of cases, so a change smaller than RC is within measurement "
+                     "noise (for visits that average several repeats the coefficient shrinks accordingly).")
+    else:
+        texts.append("No repeatability study is stored for this model, so this report cannot say whether a change "
+                     "between visits exceeds measurement noise (a site measures it with `cleftscore repeatability`).")
     if data.calibration:
         c = data.calibration
         formula = f"{rc.format_number(c.intercept, 2)} + {rc.format_number(c.slope, 3)} × S"

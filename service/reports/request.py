@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from db.records import Calibration
+from db.records import Calibration, RepeatabilityStudy
 from pipeline.vocabulary import PRIMARY_VARIANT, VariantScore, find_score
 
 if TYPE_CHECKING:  # torch and pydicom are slow to import; these records do not need them at run time
@@ -138,7 +138,8 @@ class TimelinePoint:
     """One visit's primary score. ``model_identity`` (optional): a visit scored with another
     model is left out of the chart and the changes (scores of different models don't compare).
     ``calibrated`` is accepted but not shown: the report applies its own calibration to every
-    visit so that all ratings on the page agree."""
+    visit so that all ratings on the page agree. ``repeats``: how many normalisations the
+    visit's score averages (``CLEFTSCORE_REPEATS``; it sets the visit's measurement noise)."""
 
     when: datetime
     score: float
@@ -146,10 +147,13 @@ class TimelinePoint:
     is_current: bool
     calibrated: float | None = None
     model_identity: str | None = None
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         _check(self, when="aware", score="real", study_description="text", is_current="bool",
                calibrated="real?", model_identity="text!?")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be an integer >= 1, got {self.repeats!r}")
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,10 @@ class ReportInput:
     whose score is primary_score (added when missing, see comparable_timeline).
     Failure: failure_reason (one sentence for the clinician, e.g. str(PipelineError)), no
     images, scores or primary_score, and no current visit; ``failure_code``
-    (PipelineError.code) picks the advice on what to do."""
+    (PipelineError.code) picks the advice on what to do.
+    ``repeatability``: the stored repeatability study of the report's model (changes are judged
+    against it); ``primary_repeats``: the primary score of each of K >= 2 normalisations when
+    primary_score is their mean (empty for the paper's single run)."""
 
     patient: ReportPatient
     study: ReportStudy
@@ -193,16 +200,28 @@ class ReportInput:
     failure_code: str | None = None
     #: How the photo was read where its header was wrong or its text undecodable (one sentence each).
     notes: tuple[str, ...] = ()
+    repeatability: RepeatabilityStudy | None = None
+    primary_repeats: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.notes, tuple) or not all(isinstance(note, str) for note in self.notes):
             raise TypeError("notes must be a tuple of str")
         types = {"patient": ReportPatient, "study": ReportStudy, "model": ReportModel,
-                 "images": ReportImages, "calibration": Calibration}
+                 "images": ReportImages, "calibration": Calibration, "repeatability": RepeatabilityStudy}
         for name, kind in types.items():
             value = getattr(self, name)
-            if not isinstance(value, kind) and not (value is None and name in ("images", "calibration")):
+            if not isinstance(value, kind) and not (value is None and name in ("images", "calibration",
+                                                                                "repeatability")):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        if self.repeatability is not None and self.repeatability.model_identity != self.model.identity:
+            raise ValueError("the repeatability study was made with another model; its figures do not apply")
+        repeats = self.primary_repeats
+        if not isinstance(repeats, tuple) or len(repeats) == 1 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in repeats):
+            raise ValueError("primary_repeats must be a tuple of K >= 2 finite scores, or empty")
+        if repeats and (self.primary_score is None or not math.isclose(
+                sum(repeats) / len(repeats), self.primary_score, rel_tol=1e-6, abs_tol=1e-9)):
+            raise ValueError("primary_score must be the mean of primary_repeats")
         for name, kind in (("scores", VariantScore), ("timeline", TimelinePoint)):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not all(isinstance(item, kind) for item in value):
@@ -232,6 +251,9 @@ class ReportInput:
                              f"{self.primary_score!r}")
         if current and current[0].model_identity not in (None, self.model.identity):
             raise ValueError("the current visit's model_identity differs from the report's model identity")
+        if current and current[0].repeats != max(1, len(self.primary_repeats)):
+            raise ValueError(f"the current visit averages {current[0].repeats} repeat(s) but primary_repeats holds "
+                             f"{len(self.primary_repeats)}")
         primary = find_score(self.scores, PRIMARY_VARIANT)
         if primary is not None and not math.isclose(primary, self.primary_score, rel_tol=1e-6, abs_tol=1e-9):
             raise ValueError(f"primary_score {self.primary_score!r} differs from the primary variant's score "
@@ -253,7 +275,7 @@ class ReportInput:
             elif study.study_date is not None:
                 when = datetime.combine(study.study_date, study.study_time or time(12), tzinfo=when.tzinfo)
             keep.append(TimelinePoint(when, self.primary_score, study.description, True,
-                                      model_identity=self.model.identity))
+                                      model_identity=self.model.identity, repeats=max(1, len(self.primary_repeats))))
         return ordered_timeline(keep)
 
 

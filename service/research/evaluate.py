@@ -11,6 +11,12 @@ not frontal, …) are cached as refusals, listed in failures.csv and left out of
 the statistics. Statistics: :mod:`service.research.stats`. :func:`write_text_outputs`
 writes scores.csv, table1.csv, failures.csv and evaluation.json; the command
 (:mod:`service.cli.research`) adds table1.md, the scatter plots and the gallery.
+(``CLEFTSCORE_REPEATS`` K > 1: each photo's scores are means of K normalisations.)
+
+Beside each cell's correlation with the ratings (validity), :func:`with_repeatability` adds
+its repeatability coefficient from the stored study of the same model identity
+(:mod:`service.research.repeatability`), or says why there is none, so that a site can pick
+a variant that is both valid and repeatable.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from db.records import RepeatabilityStudy, VariantRepeatability
 from pipeline.appraise import AppraisalResult, AppraisalSettings
 from pipeline.errors import PipelineError
 from pipeline.models.bundle import ModelIdentity
@@ -264,7 +271,7 @@ def appraise_photos(
 
 # --- statistics --------------------------------------------------------------------------------------------------
 
-def _sort_key(variant: ScoreVariant) -> tuple:
+def table_order(variant: ScoreVariant) -> tuple:
     """Table order: with adaptation first, then region, method, processing, journal erosion order first."""
     def rank(member) -> int:
         return list(type(member)).index(member)
@@ -292,17 +299,22 @@ def score_rows(outcomes: Sequence[PhotoOutcome]) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Table1Row:
-    """One grid cell's agreement with the ratings; ``paper_r100`` is the paper's r × 100 where it gives one."""
+    """One grid cell's agreement with the ratings; ``paper_r100`` is the paper's r × 100 where it gives one;
+    ``repeatability`` the cell's figures in the stored repeatability study of the same model, when there is one."""
 
     key: ScoreVariant
     summary: CorrelationSummary
     paper_r100: float | None
+    repeatability: VariantRepeatability | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        s = self.summary
+        s, rc = self.summary, self.repeatability
         return {**_csv_variant(self.key), "n": s.n, "pearson_r": s.pearson_r, "ci_low": s.ci_low,
                 "ci_high": s.ci_high, "spearman_rho": s.spearman_rho, "bootstrap_used": s.bootstrap_used,
-                "paper_r": None if self.paper_r100 is None else round(self.paper_r100 / 100.0, 4)}
+                "paper_r": None if self.paper_r100 is None else round(self.paper_r100 / 100.0, 4),
+                "within_photo_sd": None if rc is None else rc.within_sd,
+                "repeatability_coefficient": None if rc is None else rc.rc,
+                "rc_ci_low": None if rc is None else rc.rc_low, "rc_ci_high": None if rc is None else rc.rc_high}
 
 
 def series(outcomes: Sequence[PhotoOutcome]) -> tuple[np.ndarray, dict[ScoreVariant, np.ndarray]]:
@@ -324,7 +336,7 @@ def table1(outcomes: Sequence[PhotoOutcome], bootstrap: int, seed: int) -> list[
     """
     ratings, scores = series(outcomes)
     rows = []
-    for key in sorted(scores, key=_sort_key):
+    for key in sorted(scores, key=table_order):
         summary = correlation_summary(ratings, scores[key], np.random.default_rng(seed), bootstrap)
         rows.append(Table1Row(key, summary, paper_r100(key)))
     return rows
@@ -353,6 +365,9 @@ class EvaluationRun:
     settings: AppraisalSettings
     bootstrap: int
     seed: int
+    repeatability: RepeatabilityStudy | None = None
+    #: Why no repeatability figures are given ("" when ``repeatability`` is set).
+    repeatability_note: str = "not looked up"
 
     @property
     def scored(self) -> int:
@@ -396,6 +411,34 @@ def run_evaluation(
                          bundle.identity, settings, bootstrap, seed)
 
 
+def with_repeatability(run: EvaluationRun, study: RepeatabilityStudy | None, why_not: str) -> EvaluationRun:
+    """``run`` with every Table 1 row's figures from ``study`` (of the run's model), or with ``why_not`` none are given.
+
+    A study made with other inversion or adaptation settings, or in another mode, measured another
+    noise; the note says so."""
+    if study is None:
+        return replace(run, repeatability=None, repeatability_note=why_not or "not available")
+    if study.model_identity != run.model.identity:
+        raise ValueError("the repeatability study was made with another model; its figures do not apply")
+    rows = tuple(replace(row, repeatability=study.for_variant(row.key)) for row in run.rows)
+    measured = dict(study.provenance.get("settings") or {})
+    ours = replace(run.settings, repeats=1).to_dict()
+    differ = [name for name in ("inversion", "adaptation", "mode") if measured.get(name) != ours.get(name)]
+    note = "" if not differ else (f"the stored study was made with other {', '.join(differ)} settings than this "
+                                  "evaluation; its figures describe that noise")
+    return replace(run, rows=rows, repeatability=study, repeatability_note=note)
+
+
+def repeatability_record(run: EvaluationRun) -> dict[str, Any]:
+    """evaluation.json's "repeatability": the study used (or why none) for every row's RC."""
+    study = run.repeatability
+    if study is None:
+        return {"available": False, "why_not": run.repeatability_note}
+    return {"available": True, "note": run.repeatability_note, "created_at": study.created_at.isoformat(),
+            "photos": study.photos, "repeats": study.repeats, "confidence": study.confidence,
+            "non_clinical": study.non_clinical, "seeds": study.provenance.get("seeds")}
+
+
 def write_text_outputs(folder: Path, run: EvaluationRun) -> None:
     """scores.csv, table1.csv, failures.csv and evaluation.json into ``folder`` (table1.md: :mod:`service.cli.research`)."""
     from service.outputs import write_json
@@ -405,7 +448,8 @@ def write_text_outputs(folder: Path, run: EvaluationRun) -> None:
     table_rows = [row.to_dict() for row in run.rows]
     write_csv(folder / "table1.csv", table_rows,
               ("method", "processing", "region", "adaptation", "erosion_order", "n", "pearson_r", "ci_low", "ci_high",
-               "spearman_rho", "bootstrap_used", "paper_r"))
+               "spearman_rho", "bootstrap_used", "paper_r", "within_photo_sd", "repeatability_coefficient", "rc_ci_low",
+               "rc_ci_high"))
     write_csv(folder / "failures.csv",
               [{"file": o.file, "rating": o.rating, "error": o.record["error"], "reason": o.record["reason"]}
                for o in run.refused], ("file", "rating", "error", "reason"))
@@ -414,7 +458,7 @@ def write_text_outputs(folder: Path, run: EvaluationRun) -> None:
         "settings": run.settings.to_dict(), "bootstrap": run.bootstrap, "seed": run.seed,
         "photos": len(run.outcomes), "scored": run.scored, "refused": len(run.refused), "computed_this_run": run.computed,
         "inter_rater": None if run.agreement is None else run.agreement.to_dict(),
-        "ignored_columns": list(run.table.ignored_columns),
+        "ignored_columns": list(run.table.ignored_columns), "repeatability": repeatability_record(run),
         "table1": [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
                    for row in table_rows],
     })

@@ -24,7 +24,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from db.records import AppraisalStatus, Job, NewAppraisal
+from db.records import AppraisalRepeats, AppraisalStatus, Job, NewAppraisal
 from db.repository import Repository
 from dicom.photo import decode_photo
 from dicom.results import minimal_reference
@@ -167,6 +167,8 @@ class AppraisalWorker:
             non_clinical=result.model.non_clinical, status=AppraisalStatus.SUCCEEDED, created_at=self.clock(),
             settings=_with_notes(result.settings.to_dict(), notes), timings=result.timings,
             pose=result.preprocessing.pose.to_dict(), scores=result.scores,
+            repeats=None if result.repeats is None else AppraisalRepeats(
+                result.repeats.seeds, result.repeats.primary_scores),
         ), worker_id=self.worker_id)
         return record.id
 

@@ -135,3 +135,62 @@ def test_postgres_returns_utc_whatever_the_session_time_zone():
             assert loaded.hour == 9
         finally:
             repo.close()
+
+
+def check_upgrade_from_0001_keeps_the_data(url) -> None:
+    """A database at revision 0001 holding an appraisal with scores and a calibration reaches head
+    (0002: repeatability tables, appraisals.repeats) with everything kept, and goes back down again."""
+    from db.models import AppraisalRow, ScoreRowRow
+    from db.records import RepeatabilityStudy, VariantRepeatability
+    from pipeline.vocabulary import PRIMARY_VARIANT
+    from tests.db.test_contract_results import calibration
+
+    upgrade(url, "0001")
+    repo = SqlRepository.from_url(url)
+    try:
+        assert current_revision(repo.engine) == "0001"
+        assert "repeatability_studies" not in table_names(repo.engine)
+        intake = repo.record_received_photo(patient(), study(), photo())
+        created = datetime(2024, 3, 1, 9, 0, tzinfo=timezone.utc)
+        with repo.engine.begin() as conn:  # the 0001 columns only: there is no appraisals.repeats yet
+            appraisal_id = conn.execute(sa.insert(AppraisalRow.__table__).values(
+                photo_id=intake.photo.id, job_id=intake.job.id, model_name="ffhq", model_id_hash="sha256:abc",
+                non_clinical=False, status="succeeded", failure_reason="", settings={"inversion": {"steps": 2000}},
+                timings={}, pose=None, created_at=created)).inserted_primary_key[0]
+            conn.execute(sa.insert(ScoreRowRow.__table__).values(
+                appraisal_id=appraisal_id, method="pse", processing="ycbcr+erosion", region="mouth_nose",
+                erosion_order="diff_then_erode", adaptation=True, score=-0.75))
+        repo.save_calibration(calibration(1.0, created))
+
+        upgrade(url)
+        assert current_revision(repo.engine) == head_revision()
+        assert schema_differences(repo.engine) == []
+        kept = repo.get_appraisal(appraisal_id)
+        assert kept.primary_score == -0.75 and kept.repeats is None and kept.settings == {"inversion": {"steps": 2000}}
+        assert [entry.appraisal.id for entry in repo.timeline("P001")] == [appraisal_id]
+        assert repo.latest_calibration() == calibration(1.0, created)
+        study_record = RepeatabilityStudy(
+            model_identity="sha256:abc", model_name="ffhq", non_clinical=False, photos=4, repeats=3, confidence=0.95,
+            variants=(VariantRepeatability(PRIMARY_VARIANT, 0.05, 0.139, 0.1, 0.22),), created_at=created,
+            provenance={"photo_sha256": ["a" * 64]})
+        repo.save_repeatability(study_record)
+        assert repo.latest_repeatability("sha256:abc") == study_record
+
+        with repo.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0001")
+        assert "repeatability_studies" not in table_names(repo.engine)
+        with repo.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(ScoreRowRow.__table__)).scalar() == 1
+            assert "repeats" not in {c["name"] for c in sa.inspect(conn).get_columns("appraisals")}
+    finally:
+        repo.close()
+
+
+def test_sqlite_upgrade_from_0001_keeps_the_data(tmp_path):
+    check_upgrade_from_0001_keeps_the_data(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+@pytest.mark.postgres
+def test_postgres_upgrade_from_0001_keeps_the_data():
+    with fresh_pg_schema(postgres_base_url()) as url:
+        check_upgrade_from_0001_keeps_the_data(url)

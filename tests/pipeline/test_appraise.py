@@ -85,3 +85,38 @@ def test_score_command_end_to_end(faces_dir, tmp_path, monkeypatch):
     assert record["non_clinical"] is True and record["label"] == "DEMO — NOT FOR CLINICAL USE"
     assert record["model"]["identity"] and record["settings"]["inversion"]["steps"] == 20
     assert np.isfinite(record["primary"]["score"]) and len(record["scores"]) == 48
+
+
+def test_repeats_average_independent_runs_of_the_single_run(bundle, faces_dir):
+    """K = 3: repeat 0 is the K = 1 run bit for bit, repeat i the K = 1 run with seed 303 + i; the result's
+    scores and heatmaps are the means over the repeats, and the records say so only when K > 1."""
+    from pipeline.appraise import repeat_seeds, scores_record
+
+    photo = load_photo(faces_dir / "obama.jpg")
+    repeated = appraise(photo, bundle, replace(FAST, repeats=3))
+    singles = [appraise(photo, bundle, replace(FAST, inversion=replace(FAST.inversion, seed=seed)))
+               for seed in (303, 304, 305)]
+    assert repeat_seeds(303, 3) == repeated.repeats.seeds == (303, 304, 305) and repeated.repeats.count == 3
+    assert [list(run) for run in repeated.repeats.runs] == [list(single.scores) for single in singles]
+    np.testing.assert_array_equal(repeated.normalized, singles[0].normalized)
+    np.testing.assert_array_equal(repeated.inverted, singles[0].inverted)
+    for item in repeated.scores:
+        values = [single.score(item.variant) for single in singles]
+        assert item.score == pytest.approx(np.mean(values), rel=1e-12, abs=1e-12)
+        assert repeated.repeats.sd(item.variant) == pytest.approx(np.std(values, ddof=1), rel=1e-12, abs=1e-12)
+    primary = [single.primary_score for single in singles]
+    assert repeated.repeats.primary_scores == tuple(primary) and len(set(primary)) == 3  # the seeds do matter
+    np.testing.assert_allclose(repeated.primary_heatmap, np.mean([s.primary_heatmap for s in singles], axis=0),
+                               rtol=1e-12, atol=1e-15)
+    assert set(repeated.heatmaps) == set(singles[0].heatmaps) and singles[0].repeats is None
+    record = scores_record(repeated)
+    assert record["repeats"]["count"] == 3 and record["repeats"]["seeds"] == [303, 304, 305]
+    assert record["settings"]["repeats"] == 3 and "repeats" not in scores_record(singles[0])
+    assert "repeats" not in singles[0].settings.to_dict()
+    json.dumps(record)  # JSON as it is
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])
+def test_repeats_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
+        AppraisalSettings(repeats=bad)

@@ -23,6 +23,12 @@ def test_settings_follow_the_configuration():
     assert settings_from(load_config({})).mode is NormalizationMode.PAPER
 
 
+def test_repeats_reach_the_appraisal_settings():
+    assert settings_from(load_config({"CLEFTSCORE_DEVICE": "cpu"})).repeats == 1  # the paper's single run
+    settings = settings_from(load_config({"CLEFTSCORE_REPEATS": "3", "CLEFTSCORE_DEVICE": "cpu"}))
+    assert settings.repeats == 3 and settings.to_dict()["repeats"] == 3
+
+
 def test_resolve_device():
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -132,6 +132,8 @@ BAD_SETTINGS = [
     ("CLEFTSCORE_BIND_ADDRESS", "localhost", "CLEFTSCORE_BIND_ADDRESS: 'localhost' is not an IP address"),
     ("CLEFTSCORE_INVERSION_STEPS", "0", "CLEFTSCORE_INVERSION_STEPS: must be at least 1, got 0"),
     ("CLEFTSCORE_ADAPTATION_STEPS", "0", "CLEFTSCORE_ADAPTATION_STEPS: must be at least 1, got 0"),
+    ("CLEFTSCORE_REPEATS", "0", "CLEFTSCORE_REPEATS: must be at least 1, got 0"),
+    ("CLEFTSCORE_REPEATS", "three", "CLEFTSCORE_REPEATS: 'three' is not a whole number"),
     ("CLEFTSCORE_WORKERS", "1.5", "CLEFTSCORE_WORKERS: '1.5' is not a whole number"),
     ("CLEFTSCORE_STORAGE_RESERVE_MB", "-1", "CLEFTSCORE_STORAGE_RESERVE_MB: must be at least 0, got -1"),
     ("CLEFTSCORE_UID_ROOT", "1.2.abc.", "CLEFTSCORE_UID_ROOT: UID root '1.2.abc.' must be numbers"),

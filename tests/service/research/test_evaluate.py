@@ -168,9 +168,54 @@ def test_evaluate_command_writes_every_output_and_reuses_its_cache(store, photos
     assert "1 refused by the method" in markdown and "Inter-rater agreement (2 raters" in markdown
     record = json.loads((out / "evaluation.json").read_text())
     assert record["computed_this_run"] == 1 and record["refused"] == 1 and record["inter_rater"]["raters"] == 2
+    # No database in this data folder, so no repeatability study: every RC says why it is missing.
+    assert record["repeatability"]["available"] is False
+    assert record["repeatability"]["why_not"].startswith("not available: there is no database at")
+    assert {r["repeatability_coefficient"] for r in table} == {""}
+    assert "RC (repeatability coefficient): not available: there is no database" in markdown
+    assert not (tmp_path / "data" / "cleftscore.db").exists()  # looking for a study created no database
     table_before = (out / "table1.csv").read_text()
     assert main(args) == 0  # everything from the cache, same numbers
     assert json.loads((out / "evaluation.json").read_text())["computed_this_run"] == 0
     assert (out / "table1.csv").read_text() == table_before
     # One clear error for bad ratings, exit code 2.
     assert main([*args[:3], str(_write(tmp_path / "bad.csv", "file,rating\nnope.jpg,3\n")), *args[5:]]) == 2
+
+
+def test_table1_gives_each_variant_the_rc_of_the_stored_study_of_its_model(evaluated, tmp_path):
+    from dataclasses import replace
+    from datetime import datetime, timezone
+
+    from db.records import RepeatabilityStudy, VariantRepeatability
+    from pipeline.vocabulary import PRIMARY_VARIANT
+    from service.research.evaluate import repeatability_record, with_repeatability, write_text_outputs
+
+    run = evaluated[0]
+    lpips = replace(PRIMARY_VARIANT, method="lpips")
+    study = RepeatabilityStudy(
+        model_identity=run.model.identity, model_name="demo", non_clinical=True, photos=5, repeats=3, confidence=0.95,
+        variants=(VariantRepeatability(PRIMARY_VARIANT, 0.1, 0.277, 0.2, 0.45),
+                  VariantRepeatability(lpips, 0.02, 0.0554, 0.04, 0.09)),
+        created_at=datetime(2026, 12, 1, tzinfo=timezone.utc),
+        provenance={"settings": replace(run.settings, repeats=1).to_dict(), "seeds": [303, 304, 305]})
+    judged = with_repeatability(run, study, "")
+    rows = {row.key: row for row in judged.rows}
+    assert rows[PRIMARY_VARIANT].repeatability.rc == 0.277 and rows[lpips].repeatability.rc == 0.0554
+    assert sum(row.repeatability is not None for row in judged.rows) == 2
+    assert [row.summary for row in judged.rows] == [row.summary for row in run.rows]  # validity is untouched
+    assert repeatability_record(judged)["available"] and judged.repeatability_note == ""
+    write_text_outputs(tmp_path, judged)
+    with open(tmp_path / "table1.csv", newline="") as handle:
+        table = {(r["method"], r["processing"], r["region"], r["adaptation"], r["erosion_order"]): r
+                 for r in csv.DictReader(handle)}
+    primary = table[("pse", "ycbcr+erosion", "mouth_nose", "True", "diff_then_erode")]
+    assert (primary["within_photo_sd"], primary["repeatability_coefficient"], primary["rc_ci_low"],
+            primary["rc_ci_high"]) == ("0.1", "0.277", "0.2", "0.45")
+    assert table[("ssim", "base", "mouth_nose", "True", "")]["repeatability_coefficient"] == ""
+    record = json.loads((tmp_path / "evaluation.json").read_text())
+    assert record["repeatability"]["repeats"] == 3 and record["repeatability"]["seeds"] == [303, 304, 305]
+    # A study made with other settings measured another noise: the note says so.
+    other = replace(study, provenance={"settings": {**study.provenance["settings"], "inversion": {"steps": 5}}})
+    assert "other inversion settings" in with_repeatability(run, other, "").repeatability_note
+    with pytest.raises(ValueError, match="another model"):
+        with_repeatability(run, replace(study, model_identity="sha256:other"), "")
