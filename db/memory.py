@@ -135,20 +135,22 @@ class InMemoryRepository:
         return self._get(self._jobs, job_id, "job")
 
     def _claim(self, table: dict[int, _Work], queued: str, running: str, final_failed: str,
-               worker_id: str, lease_seconds: float, now: datetime | None) -> _Work | None:
+               worker_id: str, lease_seconds: float, now: datetime | None, *,
+               report_pass: bool = False) -> _Work | None:
         rules.check_worker_id(worker_id)
         lease, now = rules.lease_delta(lease_seconds), self._now(now)
         with self._lock:
             for item in list(table.values()):
                 if (item.state == running and item.lease_expires_at <= now
-                        and item.attempts >= item.max_attempts):
+                        and item.attempts >= item.max_attempts + report_pass):
                     table[item.id] = replace(
                         item, state=final_failed, lease_owner=None, lease_expires_at=None,
                         error_code=rules.LEASE_EXPIRED_CODE,
                         last_error=rules.LEASE_EXPIRED_MESSAGE, finished_at=now, updated_at=now)
             due = [item for item in table.values()
                    if (item.state == queued and item.next_attempt_at <= now)
-                   or (item.state == running and item.lease_expires_at <= now)]
+                   or (item.state == running and item.lease_expires_at <= now
+                       and item.attempts < item.max_attempts + report_pass)]
             if not due:
                 return None
             item = min(due, key=lambda i: (i.created_at, i.id))
@@ -199,7 +201,7 @@ class InMemoryRepository:
     def claim_job(self, worker_id: str, lease_seconds: float, *,
                   now: datetime | None = None) -> Job | None:
         return self._claim(self._jobs, JobState.QUEUED, JobState.RUNNING, JobState.FAILED,
-                           worker_id, lease_seconds, now)
+                           worker_id, lease_seconds, now, report_pass=True)
 
     def heartbeat(self, job_id: int, worker_id: str, lease_seconds: float, *,
                   now: datetime | None = None) -> Job:

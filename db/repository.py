@@ -66,8 +66,10 @@ class Repository(Protocol):
     def claim_job(self, worker_id: str, lease_seconds: float, *,
                   now: datetime | None = None) -> Job | None:
         """Lease the oldest due job: QUEUED with next_attempt_at <= now, or RUNNING with an
-        expired lease (its worker died). Work whose lease expired with no attempts left is
-        marked FAILED ("lease_expired") instead. Never hands one job to two workers."""
+        expired lease (its worker died). A job whose last attempt's lease expired is leased
+        once more with ``attempts > max_attempts``: the worker must then only record the
+        failure and file its report. If that pass's lease expires too, the job is marked
+        FAILED ("lease_expired"). Never hands one job to two workers."""
         ...
 
     def heartbeat(self, job_id: int, worker_id: str, lease_seconds: float, *,

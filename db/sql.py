@@ -53,7 +53,7 @@ __all__ = ["SqlRepository", "create_engine_for"]
 _T = TypeVar("_T")
 _INTEGRITY_RETRIES = 5  # each lost race settles one of patient, study, photo
 _JOB = WorkSpec(m.JobRow, "job", JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED,
-                JobState.FAILED, m.job_record)
+                JobState.FAILED, m.job_record, report_pass=True)
 _TRANSFER = WorkSpec(m.TransferRow, "transfer", TransferState.PENDING, TransferState.SENDING,
                      TransferState.DONE, TransferState.FAILED, m.transfer_record)
 

@@ -13,4 +13,6 @@ ADVICE = {"unreadable_image": "Send the photo again as a standard JPEG, PNG or D
           "model_error": "This is a fault of the scoring service, not of the photo: contact the service "
                          "administrator. The photo need not be retaken.",
           "internal_error": "This is a fault of the scoring service, not of the photo: contact the service "
-                            "administrator. The photo need not be retaken."}
+                            "administrator. The photo need not be retaken.",
+          "lease_expired": "This is a fault of the scoring service, not of the photo: contact the service "
+                           "administrator. The photo need not be retaken."}

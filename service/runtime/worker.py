@@ -68,6 +68,9 @@ class JobFailed(Exception):
 #: The reason recorded when a job's last attempt ended in an unexpected error.
 INTERNAL_FAILURE = ("The photo could not be appraised because of an internal fault of the scoring service; "
                     "the service administrator has the details.")
+#: A job whose scoring process stopped (killed, out of memory, power cut) during every allowed attempt.
+STOPPED_FAILURE = ("The photo could not be appraised: the scoring process stopped during every attempt "
+                   "(for example it ran out of memory); the service administrator has the details.")
 
 
 class AppraisalWorker:
@@ -105,6 +108,13 @@ class AppraisalWorker:
         if job is None:
             return False
         LOG.info("job claimed", extra={"job_id": job.id, "photo_id": job.photo_id, "attempt": job.attempts})
+        if job.attempts > job.max_attempts:
+            # The repository's report pass: every attempt's worker died. Do not score again (that is
+            # what killed them); record the failure and answer the photo with a report.
+            LOG.warning("every attempt's lease expired; failing the job with a report",
+                        extra={"job_id": job.id, "attempt": job.attempts})
+            self._fail_for_good(job, JobFailed("lease_expired", STOPPED_FAILURE))
+            return True
         try:
             self._process(job)
         except JobFailed as failure:

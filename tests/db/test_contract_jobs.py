@@ -200,18 +200,32 @@ def test_expired_lease_is_reclaimed_and_the_old_worker_is_fenced_off(repo):
     assert repo.complete_job(job.id, "w2", now=at(32)).state is JobState.SUCCEEDED
 
 
-def test_work_whose_lease_keeps_expiring_fails_after_max_attempts(repo):
+def test_job_whose_lease_keeps_expiring_gets_a_report_pass_then_fails(repo):
     job = repo.record_received_photo(patient(), study(), photo()).job
     for attempt in range(3):
         claimed = repo.claim_job(f"w{attempt}", 10, now=at(100 * attempt))
         assert (claimed.id, claimed.attempts) == (job.id, attempt + 1)
-    assert repo.claim_job("w9", 10, now=at(305)) is None
+    # the last attempt's worker died: one more lease, beyond max_attempts, to record the failure
+    report_pass = repo.claim_job("w8", 10, now=at(300))
+    assert (report_pass.id, report_pass.attempts, report_pass.max_attempts) == (job.id, 4, 3)
+    assert repo.claim_job("w9", 10, now=at(405)) is None  # that worker died too
     failed = repo.get_job(job.id)
     assert (failed.state, failed.error_code, failed.finished_at) == (JobState.FAILED,
-                                                                     LEASE_EXPIRED_CODE, at(305))
+                                                                     LEASE_EXPIRED_CODE, at(405))
     assert failed.lease_owner is None
     with pytest.raises(InvalidTransitionError):
-        repo.complete_job(job.id, "w2", now=at(306))
+        repo.complete_job(job.id, "w8", now=at(406))
+
+
+def test_report_pass_records_the_failure_for_good(repo):
+    job = repo.record_received_photo(patient(), study(), photo()).job
+    for attempt in range(3):
+        repo.claim_job(f"w{attempt}", 10, now=at(100 * attempt))
+    report_pass = repo.claim_job("w8", 10, now=at(300))
+    failed = repo.fail_job(job.id, "w8", error_code="lease_expired", message="The scoring process stopped.",
+                           retryable=False, now=at(301))
+    assert (failed.state, failed.attempts, failed.error_code) == (JobState.FAILED, report_pass.attempts, "lease_expired")
+    assert repo.claim_job("w9", 10, now=at(500)) is None
 
 
 def test_enqueue_job_rescores_a_stored_photo(repo):

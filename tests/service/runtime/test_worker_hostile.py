@@ -32,7 +32,7 @@ from service.reports.assemble import make_report_pdf
 from service.runtime import worker as worker_module
 from service.runtime.intake import make_photo_recorder
 from service.runtime.model_store import make_demo_bundle
-from service.runtime.worker import INTERNAL_FAILURE, AppraisalWorker
+from service.runtime.worker import INTERNAL_FAILURE, STOPPED_FAILURE, AppraisalWorker
 from tests.service.runtime.test_worker import received
 
 UID_ROOT = "1.2.826.0.1.3680043.10.1187."
@@ -66,13 +66,15 @@ def _photo(tmp_path, name: str, **attributes) -> object:
     return path
 
 
-def _run_job(bundle, tmp_path, path, *, repository=None, make_pdf=None, rounds: int = 1):
+def _run_job(bundle, tmp_path, path, *, repository=None, make_pdf=None, rounds: int = 1, record: bool = True,
+             start: dt.datetime | None = None):
     repository = repository or InMemoryRepository()
-    ds = pydicom.dcmread(path)
-    problems = tuple(_intake_problems(ds, extract_context(ds), None))
-    make_photo_recorder(repository)(received(path, problems))
+    if record:
+        ds = pydicom.dcmread(path)
+        problems = tuple(_intake_problems(ds, extract_context(ds), None))
+        make_photo_recorder(repository)(received(path, problems))
     (tmp_path / "results").mkdir(exist_ok=True)
-    clock = [dt.datetime.now(dt.timezone.utc)]
+    clock = [start or dt.datetime.now(dt.timezone.utc)]
     worker = AppraisalWorker(
         worker_id="w1", repository=repository, bundle=bundle,
         settings=AppraisalSettings(inversion=InversionSettings(steps=3, w_avg_samples=300),
@@ -142,6 +144,27 @@ def test_last_attempt_of_an_internal_error_ends_with_a_failure_report(bundle, tm
     assert job.last_error == INTERNAL_FAILURE
     [pdf] = results
     assert "internal fault" in _pdf_text(pdf)
+
+
+def test_job_whose_workers_all_died_gets_a_failure_report(bundle, tmp_path, monkeypatch) -> None:
+    """Every attempt's process died (e.g. killed for memory): the report pass answers the photo, without
+    scoring it again."""
+    def must_not_score(*args, **kwargs):
+        raise AssertionError("the report pass must not appraise the photo again")
+
+    monkeypatch.setattr(worker_module, "appraise", must_not_score)
+    repository = InMemoryRepository(job_retry=rules.RetryPolicy(max_attempts=2, base_delay_s=1.0, max_delay_s=1.0))
+    started = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+    path = _photo(tmp_path, "oom")
+    make_photo_recorder(repository)(received(path))
+    for attempt in range(2):  # two workers claim it and die: their leases run out
+        assert repository.claim_job(f"dead{attempt}", 60, now=started + dt.timedelta(minutes=10 * attempt))
+    job, results = _run_job(bundle, tmp_path, path, repository=repository, record=False,
+                            start=started + dt.timedelta(minutes=30))
+    assert (job.state, job.attempts, job.error_code) == (JobState.FAILED, 3, "lease_expired")
+    assert job.last_error == STOPPED_FAILURE
+    [pdf] = results
+    assert "scoring process stopped" in _pdf_text(pdf)
 
 
 def test_report_builder_fault_still_files_the_minimal_report(bundle, tmp_path) -> None:
